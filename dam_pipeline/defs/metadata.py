@@ -1,0 +1,103 @@
+"""What a materialization shows in the Dagster UI: counts, timings, quarantine, previews."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import dagster as dg
+from PIL import Image
+
+from dam_pipeline.imaging import ObjectStore
+from dam_pipeline.manifests import Manifest
+from dam_pipeline.reasoning import Answer
+
+PREVIEW_IMAGES = 6
+THUMBNAIL_SIDE = 128
+QUARANTINE_ROWS = 25
+
+
+def _value(value: Any) -> dg.MetadataValue | None:
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    if isinstance(value, str):
+        return dg.MetadataValue.text(value)
+    return None
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def thumbnail_data_uri(store: ObjectStore, digest: str) -> str:
+    image = store.open_image(digest, min_side=THUMBNAIL_SIDE)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=70)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def stage_metadata(manifest: Manifest) -> dict[str, dg.MetadataValue]:
+    """The stage's summary as typed metadata, plus a table of what was quarantined and why."""
+    metadata = {
+        name: converted
+        for name, value in manifest.summary.items()
+        if (converted := _value(value)) is not None
+    }
+    quarantined = manifest.quarantined()
+    if quarantined:
+        rows = [f"| {_cell(r.key)} | {_cell(r.reason or 'unknown')} |" for r in quarantined]
+        more = len(rows) - QUARANTINE_ROWS
+        table = ["| key | reason |", "|---|---|", *rows[:QUARANTINE_ROWS]]
+        if more > 0:
+            table.append(f"| … | and {more} more (see the manifest) |")
+        metadata["quarantine"] = dg.MetadataValue.md("\n".join(table))
+    return metadata
+
+
+def caption_preview(manifest: Manifest, store: ObjectStore) -> dg.MetadataValue:
+    """A few thumbnails with their captions."""
+    lines = ["| image | key | caption |", "|---|---|---|"]
+    for record in manifest.ok()[:PREVIEW_IMAGES]:
+        uri = thumbnail_data_uri(store, record.normalized_hash)
+        lines.append(
+            f"| ![{_cell(record.key)}]({uri}) | {_cell(record.key)} | {_cell(record.caption)} |"
+        )
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def answer_markdown(answer: Answer, thumbnails: dict[str, str] | None = None) -> str:
+    """The answer with its citations, then the table of hits (key, score, caption, URL)."""
+    thumbnails = thumbnails or {}
+    lines = [
+        f"**Question:** {answer.question}",
+        "",
+        answer.text,
+        "",
+        "| # | image | key | score | caption | url |",
+        "|---|---|---|---|---|---|",
+    ]
+    for number, hit in enumerate(answer.sources, start=1):
+        image = f"![{_cell(hit.key)}]({thumbnails[hit.key]})" if hit.key in thumbnails else ""
+        cells = [f"S{number}", image, _cell(hit.key), f"{hit.score:.3f}", _cell(hit.caption)]
+        lines.append(f"| {' | '.join(cells)} | {_cell(hit.url)} |")
+    return "\n".join(lines)
+
+
+def image_thumbnail(path_or_url: str) -> str | None:
+    """A data URI thumbnail of a local file, or None when it cannot be read."""
+    try:
+        with Image.open(path_or_url) as image:
+            image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            image = image.convert("RGB")
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=70)
+    except (OSError, ValueError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")

@@ -1,0 +1,140 @@
+"""Resources: one per domain interface, configured from the environment.
+
+Each resource only holds configuration and builds the domain object; which provider is
+used is decided here by configuration, never inside an asset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from dam_pipeline.cache import ContentCache
+from dam_pipeline.captioning import Captioner, build_captioner
+from dam_pipeline.embedding import Embedder, build_embedder
+from dam_pipeline.imaging import ObjectStore
+from dam_pipeline.manifests import Manifest, manifest_path, read_manifest_if_exists, write_manifest
+from dam_pipeline.reasoning import Reasoner, build_reasoner
+from dam_pipeline.settings import DataLayout, Settings
+from dam_pipeline.sources import Source, open_source
+from dam_pipeline.vector_stores import VectorStore, open_vector_store
+
+
+class SourceResource(dg.ConfigurableResource):
+    """Where the images live: a folder path, or (later) ``s3://bucket/prefix``."""
+
+    uri: str
+    partition_depth: int = 1
+
+    def open(self) -> Source:
+        return open_source(self.uri, depth=self.partition_depth)
+
+
+class StorageResource(dg.ConfigurableResource):
+    """The data directory: normalized images, manifests and the model-output cache."""
+
+    data_dir: str
+    max_side: int = 1024
+    max_image_pixels: int = 0
+    """Decompression-bomb limit; 0 keeps Pillow's default (about 89 megapixels)."""
+    workers: int = 4
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(Path(self.data_dir))
+
+    def object_store(self) -> ObjectStore:
+        return ObjectStore(self.layout.objects)
+
+    def cache(self) -> ContentCache:
+        return ContentCache(self.layout.cache)
+
+    def previous_manifest(self, asset: str, partition_key: str) -> Manifest | None:
+        """What this asset wrote for the partition last time: the basis of incremental runs."""
+        return read_manifest_if_exists(manifest_path(self.layout.manifests, asset, partition_key))
+
+
+class CaptionerResource(dg.ConfigurableResource):
+    provider: str = "local"
+    batch_size: int = 16
+
+    def build(self) -> Captioner:
+        return build_captioner(self.provider, self.batch_size)
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+
+    def build(self) -> Embedder:
+        return build_embedder(self.model, self.batch_size)
+
+
+class VectorStoreResource(dg.ConfigurableResource):
+    kind: str = "chroma"
+    collection: str = "dam_images"
+    path: str = ""
+    url: str = ""
+    max_delete_share: float = 0.5
+
+    def open(self) -> VectorStore:
+        return open_vector_store(
+            self.kind, self.collection, Path(self.path) if self.path else None, self.url or None
+        )
+
+
+class ReasonerResource(dg.ConfigurableResource):
+    kind: str = "extractive"
+
+    def build(self) -> Reasoner:
+        return build_reasoner(self.kind)
+
+
+class ManifestIOManager(dg.ConfigurableIOManager):
+    """Stores each asset's manifest as JSON lines under ``<data_dir>/manifests/<asset>/``,
+    readable by people and by the next run; image bytes never pass through here."""
+
+    base_dir: str
+
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        asset = context.asset_key.path[-1]
+        return manifest_path(Path(self.base_dir), asset, context.asset_partition_key)
+
+    def handle_output(self, context: dg.OutputContext, obj: Manifest) -> None:
+        path = self._path(context)
+        write_manifest(path, obj)
+        context.add_output_metadata({"manifest_path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> Manifest:
+        path = self._path(context)
+        manifest = read_manifest_if_exists(path)
+        if manifest is None:
+            raise FileNotFoundError(
+                f"No manifest at {path}: materialize the upstream asset "
+                f"{context.asset_key.to_user_string()} for partition "
+                f"{context.asset_partition_key} first"
+            )
+        return manifest
+
+
+def resources_from_env(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The default resources, configured from the environment (``.env`` is loaded by
+    ``dagster dev``)."""
+    settings = settings or Settings.from_env()
+    return {
+        "source": SourceResource(uri=settings.source),
+        "storage": StorageResource(
+            data_dir=str(settings.data_dir), max_side=settings.max_side, workers=settings.workers
+        ),
+        "captioner": CaptionerResource(provider=settings.captioner),
+        "embedder": EmbedderResource(model=settings.embedder_model),
+        "vector_store": VectorStoreResource(
+            kind=settings.vector_store,
+            collection=settings.collection,
+            path=str(settings.chroma_path or ""),
+            max_delete_share=settings.max_delete_share,
+        ),
+        "reasoner": ReasonerResource(kind=settings.reasoner),
+        "manifest_io_manager": ManifestIOManager(base_dir=str(settings.layout.manifests)),
+    }

@@ -1,0 +1,144 @@
+"""Decode any supported image safely and normalize it: RGB, upright, longest side capped.
+
+Large JPEGs are decoded at reduced size (libjpeg DCT scaling via ``Image.draft``), which
+is several times faster than decoding at full resolution and then shrinking. Anything that
+cannot be decoded raises ``NormalizeError`` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF/AVIF support is a plugin; without it such files are quarantined.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - depends on the install
+    HEIF_SUPPORTED = False
+
+JPEG_QUALITY = 90
+
+
+class NormalizeError(ValueError):
+    """The object could not be turned into an image; ``str(error)`` is the reason."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    jpeg: bytes
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    source_format: str
+    exif: dict[str, Any] = field(default_factory=dict)
+
+
+def _sniff_non_image(data: bytes) -> str | None:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "the file is an HTML page, not an image (a failed download or an error page?)"
+    if head.startswith(b"<?xml") or b"<svg" in head:
+        return "SVG vector images are not supported: export it to PNG or JPEG"
+    return None
+
+
+def _exif_facts(image: Image.Image) -> dict[str, Any]:
+    """Camera, date taken and GPS presence, read defensively: a corrupt block is ignored."""
+    try:
+        exif = image.getexif()
+    except Exception:
+        return {}
+    facts: dict[str, Any] = {}
+    try:
+        make = str(exif.get(ExifTags.Base.Make, "")).strip("\x00 ")
+        model = str(exif.get(ExifTags.Base.Model, "")).strip("\x00 ")
+        camera = model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+        if camera:
+            facts["camera"] = camera
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        taken = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+        if taken:
+            parsed = datetime.strptime(str(taken).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+            facts["date_taken"] = parsed.isoformat()
+        if exif.get_ifd(ExifTags.IFD.GPSInfo):
+            facts["has_gps"] = True
+    except Exception:
+        pass  # partial facts are better than none; a broken tag must not quarantine a photo
+    return facts
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB on a white background, whatever the mode (palette, alpha, CMYK, 16-bit)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = image.point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -> DecodedImage:
+    """Decode ``data`` and return the normalized JPEG; raise ``NormalizeError`` if it is not
+    a usable image. ``max_pixels`` guards against decompression bombs (Pillow's limit by
+    default); it is checked from the header, before any pixel is decoded."""
+    if not data:
+        raise NormalizeError("the file is empty (0 bytes)")
+    if reason := _sniff_non_image(data):
+        raise NormalizeError(reason)
+    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            source_format = image.format or "unknown"
+            original_size = image.size
+            if limit and original_size[0] * original_size[1] > limit:
+                raise NormalizeError(
+                    f"{original_size[0]}x{original_size[1]} pixels is over the decompression-bomb "
+                    f"limit of {limit:,} pixels; raise DAM_MAX_IMAGE_PIXELS if it is genuine"
+                )
+            exif = _exif_facts(image)
+            image.seek(0)  # first frame of animations and multi-page files
+            if source_format == "JPEG":
+                image.draft("RGB", (max_side, max_side))
+            image = ImageOps.exif_transpose(image) or image
+            image = _to_rgb(image)
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    except NormalizeError:
+        raise
+    except UnidentifiedImageError:
+        heif_brands = (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypheif")
+        if data[4:12] in heif_brands and not HEIF_SUPPORTED:
+            raise NormalizeError(
+                "HEIC images need the pillow-heif plugin, which is not installed"
+            ) from None
+        raise NormalizeError("not a recognised image format (unreadable or not an image)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise NormalizeError(f"decompression bomb refused: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise NormalizeError(f"the image data is corrupt or truncated ({exc})") from exc
+    except MemoryError as exc:
+        raise NormalizeError("the image is too large to decode in memory") from exc
+
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    return DecodedImage(
+        jpeg=out.getvalue(),
+        width=image.width,
+        height=image.height,
+        original_width=original_size[0],
+        original_height=original_size[1],
+        source_format=source_format,
+        exif=exif,
+    )

@@ -1,0 +1,187 @@
+"""The records each stage writes about the objects of one partition.
+
+Assets pass these manifests between each other (never image bytes): a manifest says where
+each object's bytes live and what was learnt about it. Every record carries the object
+``key`` and a ``status`` so that, at every stage, seen = processed + quarantined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+Status = Literal["ok", "quarantined"]
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """An image-like object found in the source."""
+
+    key: str
+    size: int
+    last_modified: str
+    version: str
+    """What changes when the object changes: the ETag, or size + mtime for a folder."""
+    content_hash: str | None = None
+    """sha256 of the bytes, when known (the folder source hashes while listing)."""
+
+
+@dataclass(frozen=True)
+class NormalizedImage:
+    """An object after decoding: where its normalized JPEG lives, or why it could not be."""
+
+    key: str
+    version: str
+    status: Status
+    content_hash: str | None = None
+    normalized_hash: str | None = None
+    width: int = 0
+    height: int = 0
+    original_width: int = 0
+    original_height: int = 0
+    source_format: str | None = None
+    exif: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    max_side: int = 0
+    last_modified: str = ""
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """What the captioner said about one normalized image."""
+
+    key: str
+    status: Status
+    content_hash: str | None = None
+    normalized_hash: str | None = None
+    caption: str = ""
+    tags: list[str] = field(default_factory=list)
+    labels: list[tuple[str, float]] = field(default_factory=list)
+    colours: list[str] = field(default_factory=list)
+    ocr_text: str = ""
+    exif: dict[str, Any] = field(default_factory=dict)
+    captioner: str = ""
+    """provider/model/prompt-version fingerprint: a change re-captions."""
+    reason: str | None = None
+    last_modified: str = ""
+
+
+@dataclass(frozen=True)
+class EmbeddingRecord:
+    """Points at the cached vector of one caption (vectors stay out of the manifest)."""
+
+    key: str
+    status: Status
+    content_hash: str | None = None
+    text: str = ""
+    text_hash: str = ""
+    embedder: str = ""
+    dimension: int = 0
+    reason: str | None = None
+    caption: CaptionRecord | None = None
+
+
+@dataclass(frozen=True)
+class IndexedRecord:
+    """One object as it stands in the vector index."""
+
+    key: str
+    vector_id: str
+    status: Status
+    reason: str | None = None
+
+
+_RECORD_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (RawImage, NormalizedImage, CaptionRecord, EmbeddingRecord, IndexedRecord)
+}
+
+
+@dataclass
+class Manifest:
+    """A partition's records from one stage, plus the stage's own summary."""
+
+    records: list[Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    def by_key(self) -> dict[str, Any]:
+        return {record.key: record for record in self.records}
+
+    def ok(self) -> list[Any]:
+        return [r for r in self.records if getattr(r, "status", "ok") == "ok"]
+
+    def quarantined(self) -> list[Any]:
+        return [r for r in self.records if getattr(r, "status", "ok") == "quarantined"]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.records)
+
+
+def _encode(record: Any) -> dict[str, Any]:
+    return {"type": type(record).__name__, **dataclasses.asdict(record)}
+
+
+def _decode(row: dict[str, Any]) -> Any:
+    cls = _RECORD_TYPES[row.pop("type")]
+    if cls is CaptionRecord:
+        row["labels"] = [tuple(label) for label in row.get("labels", [])]
+    if cls is EmbeddingRecord and row.get("caption") is not None:
+        row["caption"] = _decode({"type": "CaptionRecord", **row["caption"]})
+    return cls(**row)
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    """Write as JSON lines, atomically: a killed run never leaves half a manifest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            header = {"format": Manifest.FORMAT_VERSION, "summary": manifest.summary}
+            out.write(json.dumps(header, ensure_ascii=False) + "\n")
+            for record in manifest.records:
+                out.write(json.dumps(_encode(record), ensure_ascii=False) + "\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(path: Path) -> Manifest:
+    with path.open(encoding="utf-8") as lines:
+        header = json.loads(next(lines))
+        if header.get("format") != Manifest.FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was written by another version of dam_pipeline; "
+                "re-materialize the asset to rewrite it"
+            )
+        records = [_decode(json.loads(line)) for line in lines if line.strip()]
+    return Manifest(records=records, summary=header.get("summary", {}))
+
+
+def manifest_path(root: Path, asset: str, partition_key: str) -> Path:
+    """Where one asset's manifest for one partition lives; partition keys are already safe
+    file names (see ``keys.encode_prefix``), long ones are shortened with a hash."""
+    name = partition_key
+    if len(name.encode("utf-8")) > 180:
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+        name = f"{name[:60]}-{digest}"
+    return root / asset / f"{name}.jsonl"
+
+
+def read_manifest_if_exists(path: Path) -> Manifest | None:
+    """The previous manifest, or None; an unreadable one is treated as absent (recomputed)."""
+    try:
+        return read_manifest(path)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,69 @@
+"""The Source interface: a bucket (or a folder that behaves like one) of image objects."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".svg",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+    }
+)
+
+
+def is_image_key(key: str) -> bool:
+    """Image-like by name; content is checked when decoding (and quarantined if it lies)."""
+    return posixpath.splitext(key.lower())[1] in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    key: str
+    size: int
+    last_modified: str
+    version: str
+
+
+class ObjectGoneError(FileNotFoundError):
+    """The object was listed but is gone by the time we read it."""
+
+
+class Source(Protocol):
+    """Lists and reads objects; ``key`` is always the full object key, ``/``-separated."""
+
+    source_id: str
+    """Stable identity of the bucket (or folder): part of every vector id."""
+
+    def list_prefixes(self) -> list[str]:
+        """The partition prefixes (folders at the partition depth; ``""`` for the top level)."""
+        ...
+
+    def iter_objects(self, prefix: str) -> Iterator[SourceObject]:
+        """Every object of the partition ``prefix``, paging as it goes."""
+        ...
+
+    def read_bytes(self, key: str) -> bytes:
+        """The object's bytes; raises ``ObjectGoneError`` if it was deleted meanwhile."""
+        ...
+
+    def url_for(self, key: str) -> str:
+        """Where a person can open the object."""
+        ...

@@ -1,0 +1,107 @@
+"""normalized_images: every raw object decoded to an upright RGB JPEG, or quarantined."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+from dam_pipeline.imaging import NormalizeError, ObjectStore, normalize_image
+from dam_pipeline.manifests import Manifest, NormalizedImage, RawImage
+from dam_pipeline.sources import ObjectGoneError, Source
+from dam_pipeline.stages.progress import log, progress, timed
+
+
+def _quarantine(raw: RawImage, reason: str, content_hash: str | None = None) -> NormalizedImage:
+    return NormalizedImage(
+        key=raw.key,
+        version=raw.version,
+        status="quarantined",
+        content_hash=content_hash or raw.content_hash,
+        reason=reason,
+        last_modified=raw.last_modified,
+    )
+
+
+def _normalize_one(
+    source: Source, store: ObjectStore, raw: RawImage, max_side: int, max_pixels: int | None
+) -> NormalizedImage:
+    try:
+        data = source.read_bytes(raw.key)
+    except ObjectGoneError:
+        return _quarantine(raw, "deleted from the source after it was listed")
+    content_hash = hashlib.sha256(data).hexdigest()
+    try:
+        decoded = normalize_image(data, max_side=max_side, max_pixels=max_pixels)
+    except NormalizeError as exc:
+        return _quarantine(raw, str(exc), content_hash)
+    del data
+    digest = store.put(decoded.jpeg)
+    return NormalizedImage(
+        key=raw.key,
+        version=raw.version,
+        status="ok",
+        content_hash=content_hash,
+        normalized_hash=digest,
+        width=decoded.width,
+        height=decoded.height,
+        original_width=decoded.original_width,
+        original_height=decoded.original_height,
+        source_format=decoded.source_format,
+        exif=decoded.exif,
+        max_side=max_side,
+        last_modified=raw.last_modified,
+    )
+
+
+def _reusable(
+    old: NormalizedImage | None, raw: RawImage, store: ObjectStore, max_side: int
+) -> bool:
+    if old is None or old.version != raw.version:
+        return False
+    if old.status == "quarantined":
+        return True  # the same bytes would fail the same way
+    return old.max_side == max_side and store.has(old.normalized_hash)
+
+
+def normalize_partition(
+    source: Source,
+    raw: Manifest,
+    store: ObjectStore,
+    previous: Manifest | None = None,
+    max_side: int = 1024,
+    max_pixels: int | None = None,
+    workers: int = 4,
+) -> Manifest:
+    """Decode in a small thread pool (Pillow releases the GIL), one image per worker at a
+    time, so memory stays flat however large the partition."""
+    summary: dict = {}
+    known = previous.by_key() if previous else {}
+    results: dict[str, NormalizedImage] = {}
+    todo = []
+    for record in raw:
+        old = known.get(record.key)
+        if _reusable(old, record, store, max_side):
+            results[record.key] = old
+        else:
+            todo.append(record)
+
+    with timed(summary, "seconds_decoding"), ThreadPoolExecutor(workers) as pool:
+        bar = progress(len(todo), "normalizing")
+        work = pool.map(lambda r: _normalize_one(source, store, r, max_side, max_pixels), todo)
+        for record in work:
+            results[record.key] = record
+            if record.status == "quarantined":
+                log.warning("quarantined %s: %s", record.key, record.reason)
+            bar.update()
+        bar.close()
+
+    records = [results[r.key] for r in raw]
+    quarantined = [r for r in records if r.status == "quarantined"]
+    summary.update(
+        seen=len(records),
+        processed=len(records) - len(quarantined),
+        quarantined=len(quarantined),
+        reused=len(records) - len(todo),
+        computed=len(todo),
+    )
+    return Manifest(records=records, summary=summary)

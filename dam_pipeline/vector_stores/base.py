@@ -1,0 +1,63 @@
+"""The VectorStore interface: one vector per object, addressed by a deterministic id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+Metadata = dict[str, Any]
+
+
+class IncompatibleIndexError(RuntimeError):
+    """The index was built with another embedding model or dimension."""
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    id: str
+    vector: np.ndarray
+    document: str
+    metadata: Metadata = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    id: str
+    score: float
+    """Cosine similarity, 1 is identical."""
+    document: str
+    metadata: Metadata
+
+
+class VectorStore(Protocol):
+    def ensure_compatible(self, embedder: str, dimension: int) -> None:
+        """Bind the index to one embedder; raise ``IncompatibleIndexError`` on a mismatch."""
+        ...
+
+    def upsert(self, records: Sequence[VectorRecord]) -> None:
+        """Insert or replace by id (idempotent), batching within the store's limits."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def list_partition(self, partition: str) -> dict[str, Metadata]:
+        """id -> metadata of every vector of one partition."""
+        ...
+
+    def query(
+        self, vector: np.ndarray, top_k: int, partitions: Sequence[str] | None = None
+    ) -> list[VectorHit]: ...
+
+    def count(self) -> int: ...
+
+
+def reindex_hint(built_with: str, built_dim: int, wanted: str, wanted_dim: int) -> str:
+    return (
+        f"The vector index was built with {built_with} ({built_dim}-d vectors) but the "
+        f"configured embedder is {wanted} ({wanted_dim}-d). Vectors of different models cannot "
+        "be compared. Either set the embedder back, or re-index: run `dam reset-index` and "
+        "re-materialize the assets (or point DAM_COLLECTION at a new collection)."
+    )
