@@ -4,22 +4,37 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+PIP_NOISE := is ignored: it is neither a file nor a directory
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: setup demo test dev lint bench clean
+.PHONY: setup system-deps demo test dev lint bench clean
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
+
+# OCR needs the tesseract binary (Debian package tesseract-ocr). Installed when we may;
+# without it the pipeline still runs and skips OCR with a log line.
+system-deps:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing tesseract-ocr (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null) \
+	      || echo "Could not install tesseract-ocr: OCR will be skipped."; \
+	  else \
+	    echo "tesseract is not installed: OCR will be skipped (sudo apt-get install tesseract-ocr)."; \
+	  fi; }
 
 # torch is installed first and pinned (constraints.txt) so that nothing pulls the CUDA build.
 $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (pinned dependencies; the first time takes a few minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PIP) -c constraints.txt torch==2.13.0 2> >(grep -v "$(PIP_NOISE)" >&2)
+	$(PIP) -c constraints.txt -e '.[dev]' 2> >(grep -v "$(PIP_NOISE)" >&2)
 	@touch $@
 
 demo: setup
@@ -29,7 +44,8 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check dam_pipeline dam_pipeline_tests
+	$(BIN)/ruff check dam_pipeline dam_pipeline_tests bench
+	$(BIN)/ruff format --check dam_pipeline dam_pipeline_tests bench
 
 dev: setup
 	@$(BIN)/dam init-home >/dev/null

@@ -17,7 +17,7 @@ from dam_pipeline.reasoning import Answer, Reasoner, build_reasoner
 from dam_pipeline.retrieval import Hit
 from dam_pipeline.retrieval import search as _search
 from dam_pipeline.settings import Settings
-from dam_pipeline.sources import Source, open_source
+from dam_pipeline.sources import Source
 from dam_pipeline.vector_stores import VectorStore, open_vector_store
 
 
@@ -33,7 +33,7 @@ def _components(settings: Settings | None) -> tuple[Settings, Embedder, VectorSt
         settings,
         build_embedder(settings.embedder_model),
         open_index(settings),
-        open_source(settings.source),
+        settings.open_source(),
     )
 
 

@@ -28,9 +28,13 @@ from dam_pipeline.settings import Settings
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs still record every event for the UI; the terminal shows only warnings."""
 
-DAGSTER_YAML = """# Written by `dam`; see https://docs.dagster.io/deployment/oss/dagster-yaml
+DAGSTER_YAML = """# Written by `dam init-home`. The embedded Chroma index has a single writer,
+# so runs are queued one at a time; with a Chroma server this can be raised.
 telemetry:
   enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1
 """
 
 
@@ -54,9 +58,8 @@ def _instance(settings: Settings):
 def cmd_prefixes(settings: Settings, _: argparse.Namespace) -> int:
     from dam_pipeline.defs.jobs import register_prefixes
     from dam_pipeline.keys import decode_prefix
-    from dam_pipeline.sources import open_source
 
-    new, keys = register_prefixes(_instance(settings), open_source(settings.source))
+    new, keys = register_prefixes(_instance(settings), settings.open_source())
     for key in keys:
         print(f"{'+' if key in new else ' '} {key!s:40} {decode_prefix(key) or '(top level)'}")
     print(f"{len(keys)} prefixes, {len(new)} new")
@@ -67,10 +70,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline.definitions import defs
     from dam_pipeline.defs.jobs import register_prefixes
     from dam_pipeline.keys import encode_prefix
-    from dam_pipeline.sources import open_source
 
     instance = _instance(settings)
-    _, keys = register_prefixes(instance, open_source(settings.source))
+    _, keys = register_prefixes(instance, settings.open_source())
     if args.prefix:
         keys = [encode_prefix(p) for p in args.prefix]
     if not keys:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dam_pipeline.sources import Source
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -56,8 +60,18 @@ class Settings:
 
     data_dir: Path
     source: str
+    partition_depth: int = 1
+    s3_endpoint_url: str = ""
+    aws_region: str = ""
+    url_expiry_seconds: int = 3600
+    public_url_template: str = ""
     max_side: int = 1024
+    max_image_pixels: int = 0
     captioner: str = "local"
+    captioner_model: str = ""
+    captioner_base_url: str = ""
+    captioner_concurrency: int = 4
+    ocr: str = "auto"
     embedder_model: str = "all-MiniLM-L6-v2"
     vector_store: str = "chroma"
     chroma_path: Path | None = None
@@ -72,8 +86,18 @@ class Settings:
         return cls(
             data_dir=data_dir,
             source=_env("DAM_SOURCE", str(DataLayout(data_dir).library)),
+            partition_depth=_env_int("DAM_PARTITION_DEPTH", 1),
+            s3_endpoint_url=_env("AWS_ENDPOINT_URL_S3", _env("AWS_ENDPOINT_URL", "")),
+            aws_region=_env("AWS_REGION", _env("AWS_DEFAULT_REGION", "")),
+            url_expiry_seconds=_env_int("DAM_URL_EXPIRY_SECONDS", 3600),
+            public_url_template=_env("DAM_PUBLIC_URL_TEMPLATE", ""),
             max_side=_env_int("DAM_MAX_SIDE", 1024),
+            max_image_pixels=_env_int("DAM_MAX_IMAGE_PIXELS", 0),
             captioner=_env("DAM_CAPTIONER", "local"),
+            captioner_model=_env("DAM_CAPTIONER_MODEL", ""),
+            captioner_base_url=_env("DAM_CAPTIONER_BASE_URL", ""),
+            captioner_concurrency=_env_int("DAM_CAPTIONER_CONCURRENCY", 4),
+            ocr=_env("DAM_OCR", "auto"),
             embedder_model=_env("DAM_EMBEDDER_MODEL", "all-MiniLM-L6-v2"),
             vector_store=_env("DAM_VECTOR_STORE", "chroma"),
             chroma_path=Path(_env("DAM_CHROMA_PATH", str(DataLayout(data_dir).chroma))),
@@ -86,6 +110,21 @@ class Settings:
     @property
     def layout(self) -> DataLayout:
         return DataLayout(self.data_dir)
+
+    def open_source(self) -> Source:
+        """The configured source, outside Dagster (CLI, Python API, benchmarks)."""
+        from dam_pipeline.sources import open_source, s3_client_from_env
+
+        client = None
+        if self.source.startswith("s3://"):
+            client = s3_client_from_env(self.s3_endpoint_url, self.aws_region)
+        return open_source(
+            self.source,
+            depth=self.partition_depth,
+            s3_client=client,
+            url_expiry_seconds=self.url_expiry_seconds,
+            public_url_template=self.public_url_template,
+        )
 
 
 @dataclass(frozen=True)

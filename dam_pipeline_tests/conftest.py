@@ -55,3 +55,62 @@ def settings(tmp_path: Path) -> Settings:
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as test_instance:
         yield test_instance
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from dam_pipeline_tests.servers import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_settings(settings: Settings, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request):
+    """Settings whose source is a fresh bucket on the moto server, with a root prefix."""
+    import dataclasses
+    import re
+
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    return dataclasses.replace(
+        settings,
+        source=f"s3://{bucket}/library",
+        s3_endpoint_url=s3_endpoint,
+        aws_region="us-east-1",
+    )
+
+
+def s3_client(settings: Settings):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1")
+
+
+def upload(settings: Settings, files: dict[str, bytes | str]) -> None:
+    """Put ``key -> bytes`` (or a scikit-image photo name) under the source's root prefix."""
+    from dam_pipeline.sources import parse_s3_uri
+
+    bucket, root = parse_s3_uri(settings.source)
+    client = s3_client(settings)
+    for key, content in files.items():
+        body = jpeg_bytes(photo(content)) if isinstance(content, str) else content
+        client.put_object(Bucket=bucket, Key=f"{root}/{key}" if root else key, Body=body)
+
+
+def delete(settings: Settings, keys: list[str]) -> None:
+    from dam_pipeline.sources import parse_s3_uri
+
+    bucket, root = parse_s3_uri(settings.source)
+    client = s3_client(settings)
+    for key in keys:
+        client.delete_object(Bucket=bucket, Key=f"{root}/{key}" if root else key)

@@ -6,9 +6,11 @@ used is decided here by configuration, never inside an asset.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner, build_captioner
@@ -22,13 +24,23 @@ from dam_pipeline.vector_stores import VectorStore, open_vector_store
 
 
 class SourceResource(dg.ConfigurableResource):
-    """Where the images live: a folder path, or (later) ``s3://bucket/prefix``."""
+    """Where the images live: a folder path, or ``s3://bucket[/root-prefix]`` reached through
+    dagster-aws's S3Resource (AWS S3, MinIO, Supabase Storage, R2: only the endpoint differs)."""
 
     uri: str
     partition_depth: int = 1
+    s3: S3Resource
+    url_expiry_seconds: int = 3600
+    public_url_template: str = ""
 
     def open(self) -> Source:
-        return open_source(self.uri, depth=self.partition_depth)
+        return open_source(
+            self.uri,
+            depth=self.partition_depth,
+            s3_client=self.s3.get_client() if self.uri.startswith("s3://") else None,
+            url_expiry_seconds=self.url_expiry_seconds,
+            public_url_template=self.public_url_template,
+        )
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -56,11 +68,27 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class CaptionerResource(dg.ConfigurableResource):
+    """``local`` (offline classifier + OCR), ``groq`` (Llama-4-Scout) or ``openai`` (any
+    OpenAI-compatible vision endpoint)."""
+
     provider: str = "local"
+    model: str = ""
+    base_url: str = ""
+    api_key: str | None = None
     batch_size: int = 16
+    concurrency: int = 4
+    ocr: str = "auto"
 
     def build(self) -> Captioner:
-        return build_captioner(self.provider, self.batch_size)
+        return build_captioner(
+            self.provider,
+            self.batch_size,
+            model=self.model,
+            api_key=self.api_key or "",
+            base_url=self.base_url,
+            concurrency=self.concurrency,
+            ocr=self.ocr,
+        )
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -118,16 +146,51 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         return manifest
 
 
+PROVIDER_KEYS = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+def _secret(name: str) -> dg.EnvVar | None:
+    """A secret read at run time (never shown in the UI); None lets boto3 fall back to its
+    own credential chain (profiles, instance roles)."""
+    return dg.EnvVar(name) if name and os.environ.get(name) else None
+
+
+def s3_resource_from_env(settings: Settings) -> S3Resource:
+    return S3Resource(
+        endpoint_url=settings.s3_endpoint_url or None,
+        region_name=settings.aws_region or None,
+        aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_secret("AWS_SESSION_TOKEN"),
+    )
+
+
 def resources_from_env(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     """The default resources, configured from the environment (``.env`` is loaded by
     ``dagster dev``)."""
     settings = settings or Settings.from_env()
     return {
-        "source": SourceResource(uri=settings.source),
-        "storage": StorageResource(
-            data_dir=str(settings.data_dir), max_side=settings.max_side, workers=settings.workers
+        "source": SourceResource(
+            uri=settings.source,
+            partition_depth=settings.partition_depth,
+            s3=s3_resource_from_env(settings),
+            url_expiry_seconds=settings.url_expiry_seconds,
+            public_url_template=settings.public_url_template,
         ),
-        "captioner": CaptionerResource(provider=settings.captioner),
+        "storage": StorageResource(
+            data_dir=str(settings.data_dir),
+            max_side=settings.max_side,
+            max_image_pixels=settings.max_image_pixels,
+            workers=settings.workers,
+        ),
+        "captioner": CaptionerResource(
+            provider=settings.captioner,
+            model=settings.captioner_model,
+            base_url=settings.captioner_base_url,
+            api_key=_secret(PROVIDER_KEYS.get(settings.captioner, "")),
+            concurrency=settings.captioner_concurrency,
+            ocr=settings.ocr,
+        ),
         "embedder": EmbedderResource(model=settings.embedder_model),
         "vector_store": VectorStoreResource(
             kind=settings.vector_store,

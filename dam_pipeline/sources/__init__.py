@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dam_pipeline.sources.base import (
     IMAGE_EXTENSIONS,
     ObjectGoneError,
@@ -10,24 +12,60 @@ from dam_pipeline.sources.base import (
     is_image_key,
 )
 from dam_pipeline.sources.local import LocalFolderSource
+from dam_pipeline.sources.s3 import S3Source
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LocalFolderSource",
     "ObjectGoneError",
+    "S3Source",
     "Source",
     "SourceObject",
     "is_image_key",
     "open_source",
+    "parse_s3_uri",
+    "s3_client_from_env",
 ]
 
 
-def open_source(uri: str, depth: int = 1) -> Source:
-    """Choose the source from its URI: a folder path (or ``file://``) for now."""
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/root/prefix`` -> (bucket, root prefix)."""
+    rest = uri.removeprefix("s3://")
+    bucket, _, root = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} names no bucket: write it as s3://bucket or s3://bucket/prefix")
+    return bucket, root.strip("/")
+
+
+def s3_client_from_env(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 S3 client configured the standard way (AWS_* variables, profiles, roles)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        region_name=region or None,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def open_source(
+    uri: str,
+    depth: int = 1,
+    s3_client: Any = None,
+    url_expiry_seconds: int = 3600,
+    public_url_template: str = "",
+) -> Source:
+    """The source named by ``uri`` (``DAM_SOURCE``): ``s3://bucket[/root]`` or a folder."""
     if uri.startswith("s3://"):
-        raise ValueError(
-            f"DAM_SOURCE={uri!r}: S3 sources are not available in this version; "
-            "use a local folder path"
+        bucket, root = parse_s3_uri(uri)
+        return S3Source(
+            s3_client or s3_client_from_env(),
+            bucket,
+            root,
+            depth=depth,
+            url_expiry_seconds=url_expiry_seconds,
+            public_url_template=public_url_template,
         )
-    path = uri.removeprefix("file://")
-    return LocalFolderSource(path, depth=depth)
+    return LocalFolderSource(uri.removeprefix("file://"), depth=depth)

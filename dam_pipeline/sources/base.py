@@ -34,6 +34,18 @@ def is_image_key(key: str) -> bool:
     return posixpath.splitext(key.lower())[1] in IMAGE_EXTENSIONS
 
 
+def partition_level(prefix: str) -> int:
+    """How many folders deep a prefix is (``""`` is 0)."""
+    return len(prefix.split("/")) if prefix else 0
+
+
+def partition_of(key: str, depth: int) -> str:
+    """The partition prefix an object key belongs to: its first ``depth`` folders, or fewer
+    when the object sits higher up."""
+    folders = key.split("/")[:-1]
+    return "/".join(folders[:depth])
+
+
 @dataclass(frozen=True)
 class SourceObject:
     key: str
@@ -52,12 +64,20 @@ class Source(Protocol):
     source_id: str
     """Stable identity of the bucket (or folder): part of every vector id."""
 
+    depth: int
+    """How many folder levels make a partition prefix."""
+
     def list_prefixes(self) -> list[str]:
         """The partition prefixes (folders at the partition depth; ``""`` for the top level)."""
         ...
 
     def iter_objects(self, prefix: str) -> Iterator[SourceObject]:
         """Every object of the partition ``prefix``, paging as it goes."""
+        ...
+
+    def iter_all_objects(self, start_after: str | None = None) -> Iterator[SourceObject]:
+        """Every object of every partition in key order, after ``start_after`` if given, in
+        one paged listing (what the upload sensor scans, resuming where it stopped)."""
         ...
 
     def read_bytes(self, key: str) -> bytes:

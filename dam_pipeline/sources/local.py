@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dam_pipeline.sources.base import ObjectGoneError, SourceObject
+from dam_pipeline.sources.base import ObjectGoneError, SourceObject, partition_level
 
 
 class LocalFolderSource:
@@ -48,8 +48,14 @@ class LocalFolderSource:
         base = self._resolve(prefix) if prefix else self.root
         if not base.is_dir():
             return
-        level = len(Path(prefix).parts) if prefix else 0
-        recursive = level >= self.depth
+        yield from self._walk(base, recursive=partition_level(prefix) >= self.depth)
+
+    def iter_all_objects(self, start_after: str | None = None) -> Iterator[SourceObject]:
+        self._check_root()
+        objects = sorted(self._walk(self.root, recursive=True), key=lambda o: o.key)
+        yield from (o for o in objects if start_after is None or o.key > start_after)
+
+    def _walk(self, base: Path, recursive: bool) -> Iterator[SourceObject]:
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
             for name in sorted(filenames):
@@ -60,11 +66,14 @@ class LocalFolderSource:
                     stat = path.stat()
                 except FileNotFoundError:
                     continue
+                # ctime moves when a file is copied or moved in with an old mtime, so the
+                # upload sensor sees it; the inode tells a replaced file from the old one.
+                arrived = max(stat.st_mtime, stat.st_ctime)
                 yield SourceObject(
                     key=path.relative_to(self.root).as_posix(),
                     size=stat.st_size,
-                    last_modified=datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
-                    version=f"{stat.st_size}-{stat.st_mtime_ns}",
+                    last_modified=datetime.fromtimestamp(arrived, UTC).isoformat(),
+                    version=f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}",
                 )
 
     def read_bytes(self, key: str) -> bytes:

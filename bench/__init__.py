@@ -1,0 +1,1 @@
+"""Benchmarks for dam_pipeline (``make bench``); they use the project's public interfaces."""

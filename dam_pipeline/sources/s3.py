@@ -1,0 +1,122 @@
+"""An S3-compatible bucket (AWS S3, MinIO, Supabase Storage, Cloudflare R2) as a Source.
+
+Takes a ready boto3 S3 client, so the same code serves every provider: only the endpoint
+URL, region and credentials differ. Listing always pages through ``list_objects_v2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from dam_pipeline.sources.base import ObjectGoneError, SourceObject, partition_level
+
+PAGE_SIZE = 1000
+
+
+class S3Source:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        root: str = "",
+        depth: int = 1,
+        url_expiry_seconds: int = 3600,
+        public_url_template: str = "",
+    ) -> None:
+        if depth < 1:
+            raise ValueError(f"The partition depth must be 1 or more, not {depth}")
+        self.client = client
+        self.bucket = bucket
+        self.root = root.strip("/")
+        self.depth = depth
+        self.url_expiry_seconds = url_expiry_seconds
+        self.public_url_template = public_url_template
+        self.source_id = f"s3://{bucket}/{self.root}".rstrip("/")
+        self.hashes_while_listing = False  # reading = downloading: hash while normalizing
+
+    def _prefix_of(self, folder: str) -> str:
+        """The full S3 prefix of a folder relative to the root (``""``: the root)."""
+        parts = [part for part in (self.root, folder) if part]
+        return "/".join(parts) + "/" if parts else ""
+
+    def _relative(self, key: str) -> str:
+        return key[len(self.root) + 1 :] if self.root else key
+
+    def _pages(
+        self, prefix: str, delimiter: str | None = None, start_after: str | None = None
+    ) -> Iterator[dict]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "PaginationConfig": {"PageSize": PAGE_SIZE},
+        }
+        if delimiter:
+            args["Delimiter"] = delimiter
+        if start_after:
+            args["StartAfter"] = self._full_key(start_after)
+        yield from paginator.paginate(**args)
+
+    def _objects(
+        self, folder: str, recursive: bool, start_after: str | None = None
+    ) -> Iterator[SourceObject]:
+        pages = self._pages(self._prefix_of(folder), None if recursive else "/", start_after)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):
+                    continue  # "folder" placeholder objects
+                yield SourceObject(
+                    key=self._relative(obj["Key"]),
+                    size=int(obj["Size"]),
+                    last_modified=obj["LastModified"].isoformat(),
+                    version=obj.get("ETag", "").strip('"') or obj["LastModified"].isoformat(),
+                )
+
+    def list_prefixes(self) -> list[str]:
+        """Folders ``depth`` levels below the root (delimiter listings, level by level), plus
+        any shallower folder that holds files itself (``""`` for the root)."""
+        found: set[str] = set()
+        frontier = [""]
+        for level in range(self.depth + 1):
+            deeper: list[str] = []
+            for folder in frontier:
+                if level == self.depth:
+                    found.add(folder)
+                    continue
+                for page in self._pages(self._prefix_of(folder), delimiter="/"):
+                    if any(not o["Key"].endswith("/") for o in page.get("Contents", [])):
+                        found.add(folder)
+                    deeper.extend(
+                        self._relative(p["Prefix"]).rstrip("/")
+                        for p in page.get("CommonPrefixes", [])
+                    )
+            frontier = deeper
+        return sorted(found)
+
+    def iter_objects(self, prefix: str) -> Iterator[SourceObject]:
+        yield from self._objects(prefix, recursive=partition_level(prefix) >= self.depth)
+
+    def iter_all_objects(self, start_after: str | None = None) -> Iterator[SourceObject]:
+        yield from self._objects("", recursive=True, start_after=start_after)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ObjectGoneError(f"{key} is no longer in {self.source_id}") from exc
+        return response["Body"].read()
+
+    def _full_key(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    def url_for(self, key: str) -> str:
+        full = self._full_key(key)
+        if self.public_url_template:
+            return self.public_url_template.format(bucket=self.bucket, key=quote(full))
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": full},
+            ExpiresIn=self.url_expiry_seconds,
+        )

@@ -1,0 +1,189 @@
+"""S3 sources against a real S3 endpoint (moto's server on 127.0.0.1), and the sensors that
+follow a bucket, evaluated in-process on a real Dagster instance."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from dam_pipeline.api import open_index, search
+from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.resources import resources_from_env
+from dam_pipeline.defs.sensors import prefix_discovery_sensor, upload_sensor
+from dam_pipeline.keys import encode_prefix
+from dam_pipeline.settings import Settings
+from dam_pipeline.stages import list_raw_images, normalize_partition
+from dam_pipeline_tests.conftest import delete, s3_client, upload
+
+
+class SensorDriver:
+    """Ticks a sensor the way the daemon would: keeps its cursor, applies the partition
+    requests, and runs the requested partitions (skipping run keys already launched)."""
+
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
+        self.settings = settings
+        self.instance = instance
+        self.defs = build_definitions(settings)
+        self.cursor: str | None = None
+        self.launched: set[str] = set()
+
+    def tick(self) -> list[dg.RunRequest]:
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources=resources_from_env(self.settings)
+        ) as context:
+            result = upload_sensor(context)
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(
+                request.partitions_def_name, request.partition_keys
+            )
+        self.cursor = result.cursor
+        fresh = [r for r in result.run_requests or [] if r.run_key not in self.launched]
+        self.launched.update(r.run_key for r in fresh)
+        return fresh
+
+    def run(self, requests: list[dg.RunRequest]) -> dict[str, dict]:
+        job = self.defs.resolve_job_def("ingest_job")
+        out = {}
+        for request in requests:
+            result = job.execute_in_process(
+                partition_key=request.partition_key, instance=self.instance
+            )
+            assert result.success
+            out[request.partition_key] = {
+                asset: {k: v.value for k, v in m.metadata.items()}
+                for asset in ("raw_images", "captions", "vector_index")
+                for m in result.asset_materializations_for_node(asset)
+            }
+        return out
+
+
+def test_listing_pages_and_prefixes_with_awkward_keys(s3_settings: Settings) -> None:
+    upload(s3_settings, {f"many/{i:04d}.jpg": b"x" for i in range(1100)})
+    upload(s3_settings, {"café ☕/a b%.jpg": b"x", "top.png": b"x", "notes/readme.txt": b"x"})
+    source = s3_settings.open_source()
+    assert source.list_prefixes() == ["", "café ☕", "many", "notes"]
+    assert len(list(source.iter_objects("many"))) == 1100  # more than one page of 1000
+    assert [o.key for o in source.iter_objects("")] == ["top.png"]
+    assert [o.key for o in source.iter_objects("café ☕")] == ["café ☕/a b%.jpg"]
+    url = source.url_for("café ☕/a b%.jpg")
+    assert url.startswith(s3_settings.s3_endpoint_url) and "Signature=" in url
+
+
+def test_public_url_template(s3_settings: Settings) -> None:
+    import dataclasses
+
+    template = "https://cdn.example.test/storage/v1/object/public/{bucket}/{key}"
+    source = dataclasses.replace(s3_settings, public_url_template=template).open_source()
+    assert source.url_for("a b/c.jpg").endswith("/public/" + source.bucket + "/library/a%20b/c.jpg")
+
+
+def test_upload_overwrite_delete_follow_the_bucket(s3_settings: Settings, instance) -> None:
+    driver = SensorDriver(s3_settings, instance)
+    upload(s3_settings, {"pets/cat.jpg": "chelsea", "pets/rocket.jpg": "rocket"})
+    upload(s3_settings, {f"food/{name}.jpg": "coffee" for name in "cde"})
+
+    first = driver.tick()
+    assert sorted(r.partition_key for r in first) == ["food", "pets"]
+    driver.run(first)
+    assert search("a cat", settings=s3_settings)[0].key == "pets/cat.jpg"
+    assert driver.tick() == []  # nothing changed: no run
+
+    upload(s3_settings, {"pets/rocket.jpg": "astronaut"})  # overwrite one object
+    second = driver.tick()
+    assert [r.partition_key for r in second] == ["pets"]
+    assert second[0].tags["dam/changed"] == "1"
+    results = driver.run(second)["pets"]
+    assert results["captions"]["computed"] == 1 and results["captions"]["reused"] == 1
+    assert results["vector_index"]["upserted"] == 1
+
+    delete(s3_settings, ["food/c.jpg"])
+    third = driver.tick()
+    assert [r.partition_key for r in third] == ["food"]
+    assert third[0].tags["dam/deleted"] == "1"
+    assert driver.run(third)["food"]["vector_index"]["deleted"] == 1
+    keys = {hit.key for hit in search("coffee", top_k=10, settings=s3_settings)}
+    assert keys == {"pets/cat.jpg", "pets/rocket.jpg", "food/d.jpg", "food/e.jpg"}
+
+
+def test_prefix_discovery_sensor_adds_partitions(s3_settings: Settings, instance) -> None:
+    upload(s3_settings, {"2024/july/a.jpg": b"x", "weird ../name/b.jpg": b"x"})
+    resources = resources_from_env(s3_settings)
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = prefix_discovery_sensor(context)
+    (request,) = result.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == sorted(
+        [encode_prefix("2024"), encode_prefix("weird ..")]
+    )
+
+
+def test_listing_that_fails_half_way_deletes_nothing(s3_settings: Settings, instance) -> None:
+    driver = SensorDriver(s3_settings, instance)
+    upload(s3_settings, {f"big/{i:04d}.jpg": "coffee" for i in range(3)})
+    upload(s3_settings, {f"big/pad{i:04d}.txt": b"x" for i in range(1000)})  # forces 2 pages
+    driver.run(driver.tick())
+    assert open_index(s3_settings).count() == 3
+
+    client = s3_client(s3_settings)
+    calls = {"n": 0}
+
+    def fail_second_page(**_):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise ConnectionError("storage outage")
+
+    client.meta.events.register("before-call.s3.ListObjectsV2", fail_second_page)
+    from dam_pipeline.sources import open_source
+
+    source = open_source(s3_settings.source, s3_client=client)
+    with pytest.raises(ConnectionError):
+        list_raw_images(source, "big")
+    assert open_index(s3_settings).count() == 3
+
+
+def test_mass_disappearance_is_refused_loudly(s3_settings: Settings, instance) -> None:
+    driver = SensorDriver(s3_settings, instance)
+    upload(s3_settings, {f"album/{i}.jpg": "coffee" for i in range(4)})
+    driver.run(driver.tick())
+    delete(s3_settings, [f"album/{i}.jpg" for i in range(3)])
+    result = driver.run(driver.tick())["album"]["vector_index"]
+    assert result["deletion_blocked"] is True and result["would_delete"] == 3
+    assert open_index(s3_settings).count() == 4
+
+
+def test_bad_objects_are_accounted_for_and_never_escape_the_data_dir(
+    s3_settings: Settings, instance, tmp_path
+) -> None:
+    upload(
+        s3_settings,
+        {
+            "odd/with space & 100%.jpg": "chelsea",
+            "odd/ünïcödé 写真.jpg": "coffee",
+            "odd/../../../escape.jpg": "rocket",
+            "odd/not-an-image.jpg": b"<html><body>Access denied</body></html>",
+            "odd/empty.jpg": b"",
+        },
+    )
+    driver = SensorDriver(s3_settings, instance)
+    results = driver.run(driver.tick())
+    odd = results["odd"]
+    assert odd["raw_images"]["seen"] == 5  # S3 keys are opaque: "../" is just characters
+    assert odd["vector_index"]["indexed"] == 3 and odd["vector_index"]["quarantined"] == 2
+    assert {hit.key for hit in search("a rocket", top_k=3, settings=s3_settings)} >= {
+        "odd/../../../escape.jpg"
+    }
+    outside = [p for p in tmp_path.rglob("*") if "data" not in p.relative_to(tmp_path).parts]
+    assert outside == []
+
+
+def test_object_deleted_between_listing_and_download(s3_settings: Settings, tmp_path) -> None:
+    from dam_pipeline.imaging import ObjectStore
+
+    upload(s3_settings, {"p/a.jpg": "chelsea", "p/b.jpg": "coffee"})
+    source = s3_settings.open_source()
+    raw = list_raw_images(source, "p")
+    delete(s3_settings, ["p/b.jpg"])
+    normalized = normalize_partition(source, raw, ObjectStore(tmp_path / "objects"))
+    by_key = normalized.by_key()
+    assert by_key["p/a.jpg"].status == "ok"
+    assert by_key["p/b.jpg"].status == "quarantined"
+    assert "deleted" in by_key["p/b.jpg"].reason
