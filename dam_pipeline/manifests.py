@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-Status = Literal["ok", "quarantined"]
+Status = Literal["ok", "quarantined", "failed"]
+"""ok: processed; quarantined: bad input, with its reason; failed: a provider error, retried
+on the next run."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,10 @@ class Manifest:
 
     def quarantined(self) -> list[Any]:
         return [r for r in self.records if getattr(r, "status", "ok") == "quarantined"]
+
+    def not_ok(self) -> list[Any]:
+        """Quarantined and failed records: everything that is accounted for but not indexed."""
+        return [r for r in self.records if getattr(r, "status", "ok") != "ok"]
 
     def __len__(self) -> int:
         return len(self.records)

@@ -4,17 +4,42 @@ from __future__ import annotations
 
 from functools import cache
 
-from dam_pipeline.captioning.base import Caption, Captioner
+from dam_pipeline.captioning.base import Caption, Captioner, CaptionerError, ImageInput
 from dam_pipeline.captioning.local import LocalCaptioner
 
-__all__ = ["Caption", "Captioner", "LocalCaptioner", "build_captioner"]
+__all__ = [
+    "Caption",
+    "Captioner",
+    "CaptionerError",
+    "ImageInput",
+    "LocalCaptioner",
+    "build_captioner",
+]
 
 
 @cache
-def build_captioner(provider: str = "local", batch_size: int = 16) -> Captioner:
-    """The captioner named by ``provider`` (``DAM_CAPTIONER``); built once per process."""
+def build_captioner(
+    provider: str = "local",
+    batch_size: int = 16,
+    model: str = "",
+    api_key: str = "",
+    base_url: str = "",
+    concurrency: int = 4,
+    ocr: str = "auto",
+) -> Captioner:
+    """The captioner named by ``provider`` (``DAM_CAPTIONER``): ``local`` (offline
+    classifier), ``groq`` (Llama-4-Scout) or ``openai`` (any OpenAI-compatible endpoint).
+    Built once per process and configuration."""
     if provider == "local":
-        return LocalCaptioner(batch_size=batch_size)
-    raise ValueError(
-        f"Unknown captioner {provider!r}. This version offers 'local'; set DAM_CAPTIONER=local."
-    )
+        return LocalCaptioner(batch_size=batch_size, ocr=ocr)
+    if provider == "groq":
+        from dam_pipeline.captioning.groq_vision import DEFAULT_GROQ_VISION_MODEL, GroqCaptioner
+
+        return GroqCaptioner(
+            api_key, model or DEFAULT_GROQ_VISION_MODEL, base_url or None, concurrency=concurrency
+        )
+    if provider == "openai":
+        from dam_pipeline.captioning.openai_compatible import OpenAICompatibleCaptioner
+
+        return OpenAICompatibleCaptioner(model, base_url or None, api_key, concurrency=concurrency)
+    raise ValueError(f"Unknown captioner {provider!r}: set DAM_CAPTIONER to local, groq or openai.")

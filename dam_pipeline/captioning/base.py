@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
@@ -20,13 +22,50 @@ class Caption:
     ocr_text: str = ""
 
 
+class ImageInput:
+    """One normalized image handed to a captioner, decoded only as far as it needs: a
+    classifier wants 256 px, OCR the full image, a remote model the JPEG bytes."""
+
+    def __init__(self, path: Path | None = None, image: Image.Image | None = None) -> None:
+        if path is None and image is None:
+            raise ValueError("an ImageInput needs a path or an image")
+        self.path = path
+        self._image = image
+
+    def open(self, min_side: int | None = None) -> Image.Image:
+        if self._image is not None:
+            return self._image.convert("RGB")
+        with Image.open(self.path) as image:
+            if min_side:
+                image.draft("RGB", (min_side, min_side))
+            return image.convert("RGB")
+
+    def jpeg_bytes(self) -> bytes:
+        if self.path is not None:
+            return self.path.read_bytes()
+        out = io.BytesIO()
+        self.open().save(out, format="JPEG", quality=90)
+        return out.getvalue()
+
+
+def as_inputs(images: Sequence[ImageInput | Image.Image]) -> list[ImageInput]:
+    return [i if isinstance(i, ImageInput) else ImageInput(image=i) for i in images]
+
+
+class CaptionerError(RuntimeError):
+    """The captioner itself failed (service down, rate limit after the last retry, bad
+    output); the images are retried on the next run, never dropped."""
+
+
 class Captioner(Protocol):
     fingerprint: str
     """provider/model/prompt-version: when it changes, captions are recomputed."""
 
     batch_size: int
 
-    def caption_batch(self, images: Sequence[Image.Image]) -> list[Caption]:
-        """One caption per image, in order. Raise only for failures of the captioner itself;
-        the stage records them and retries those images on the next run."""
+    def caption_batch(
+        self, images: Sequence[ImageInput | Image.Image]
+    ) -> list[Caption | CaptionerError]:
+        """One result per image, in order: a caption, or the error that kept this image from
+        getting one (the stage records it as failed and retries it on the next run)."""
         ...

@@ -123,6 +123,86 @@ _NAME_FIXES = {
     "a cat having a striped coat": "tiger cat",
     "tights for gymnastics, a one-piece leotard, or a sport jersey": "jersey",
     "military hat (bearskin or shako)": "military hat",
+    "espresso": "espresso coffee",
+    "traffic or street sign": "street sign",
+    "common sorrel horse": "horse",
+    "handrail / baluster": "handrail",
+}
+
+# Where a thing is usually seen: the scene word a caption adds when the main subject implies it.
+_SCENE_OF_CATEGORY = {
+    "car": "on a street",
+    "truck": "on a street",
+    "bus": "on a street",
+    "motorcycle": "on a street",
+    "bicycle": "on a street",
+    "sign": "on a street",
+    "boat": "on the water",
+    "whale": "in the sea",
+    "marine mammal": "in the sea",
+    "sea creature": "under water",
+    "fish": "under water",
+    "aircraft": "in the sky",
+    "rocket": "in the sky",
+    "train": "at a railway",
+    "food": "at a meal",
+    "drink": "at a table",
+    "cup": "at a table",
+    "fruit": "at a table",
+    "vegetable": "in a kitchen",
+    "landscape": "outdoors",
+    "flower": "in a garden",
+    "plant": "outdoors",
+    "building": "in a town",
+    "bird": "outdoors",
+    "big cat": "in the wild",
+    "antelope": "in the wild",
+    "zebra": "in the wild",
+    "elephant": "in the wild",
+    "bear": "in the wild",
+    "monkey": "in the wild",
+    "ape": "in the wild",
+    "computer": "indoors",
+    "musical instrument": "indoors",
+    "clock": "indoors",
+}
+_SCENE_OF_CLASS = {
+    970: "in the mountains",
+    972: "on a cliff",
+    973: "under water",
+    975: "by a lake",
+    977: "at the beach",
+    978: "at the beach",
+    979: "in a valley",
+    980: "by a volcano",
+    532: "in a dining room",
+    831: "in a living room",
+    564: "in a bedroom",
+    453: "in a library",
+    624: "in a library",
+    651: "in a kitchen",
+    760: "in a kitchen",
+    859: "in a kitchen",
+    534: "in a kitchen",
+    827: "in a kitchen",
+    909: "in a kitchen",
+    567: "in a kitchen",
+    544: "in a kitchen",
+    550: "in a kitchen",
+    896: "in a bathroom",
+    435: "in a bathroom",
+    861: "in a bathroom",
+    762: "in a restaurant",
+    415: "in a bakery",
+    582: "in a shop",
+    460: "by the sea",
+    437: "by the sea",
+    718: "by the water",
+    536: "by the water",
+    703: "in a park",
+    795: "in the snow",
+    802: "in the snow",
+    803: "in the snow",
 }
 
 
@@ -143,3 +223,8 @@ def class_categories() -> list[str | None]:
         for index in members:
             categories[index] = noun
     return categories
+
+
+def scene_of(class_index: int, category: str | None) -> str:
+    """A short "where" phrase ("in a kitchen", "on a street"), or ""."""
+    return _SCENE_OF_CLASS.get(class_index) or _SCENE_OF_CATEGORY.get(category or "", "")

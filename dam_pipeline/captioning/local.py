@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from dam_pipeline.captioning.base import Caption
+from dam_pipeline.captioning.base import Caption, ImageInput, as_inputs
 from dam_pipeline.captioning.colours import dominant_colours
 from dam_pipeline.captioning.efficientnet_lite import INPUT_SIZE, load_efficientnet_lite0
 from dam_pipeline.captioning.labels import class_categories, class_names
+from dam_pipeline.captioning.ocr import (
+    TEXT_BEARING_CLASSES,
+    looks_like_document,
+    read_text,
+    tesseract_available,
+)
 
-PROMPT_VERSION = "labels-v1"
+PROMPT_VERSION = "labels-v2"
 RESIZE_SHORT_SIDE = 256
 TOP_K = 10
 MIN_GROUP_SCORE = 0.15
@@ -34,6 +41,7 @@ class _Group:
     noun: str
     score: float
     labels: list[tuple[str, float]]
+    top_class: int
 
 
 def preprocess(image: Image.Image) -> np.ndarray:
@@ -57,24 +65,24 @@ def _article(noun: str) -> str:
 def _group_labels(probs: np.ndarray) -> list[_Group]:
     names, categories = class_names(), class_categories()
     top = np.argsort(-probs)[:TOP_K]
-    grouped: dict[str, list[tuple[str, float]]] = {}
+    grouped: dict[str, list[tuple[int, float]]] = {}
     for index in top:
         noun = categories[index] or names[index]
-        grouped.setdefault(noun, []).append((names[index], float(probs[index])))
+        grouped.setdefault(noun, []).append((int(index), float(probs[index])))
     groups = []
-    for noun, labels in grouped.items():
+    for noun, members in grouped.items():
         merged: dict[str, float] = {}
-        for name, score in labels:  # some classes share a clean name ("missile")
-            merged[name] = merged.get(name, 0.0) + score
+        for index, score in members:  # some classes share a clean name ("missile")
+            merged[names[index]] = merged.get(names[index], 0.0) + score
         ranked = sorted(merged.items(), key=lambda item: -item[1])
-        groups.append(_Group(noun, sum(merged.values()), ranked))
+        groups.append(_Group(noun, sum(merged.values()), ranked, members[0][0]))
     groups.sort(key=lambda group: -group.score)
     kept = [g for g in groups if g.score >= MIN_GROUP_SCORE][:MAX_GROUPS]
     return kept or groups[:1]
 
 
-def describe(groups: list[_Group], colours: list[str]) -> Caption:
-    """Turn pooled classifier output and colours into a sentence plus tags."""
+def describe(groups: list[_Group], colours: list[str], ocr_text: str = "") -> Caption:
+    """Turn pooled classifier output, colours and read text into a sentence plus tags."""
     phrases = []
     tags: list[str] = []
     labels: list[tuple[str, float]] = []
@@ -99,14 +107,22 @@ def describe(groups: list[_Group], colours: list[str]) -> Caption:
 
 
 class LocalCaptioner:
-    """Classifier-based captions, batched on the CPU."""
+    """Classifier-based captions, batched on the CPU; OCR through tesseract when installed.
 
-    def __init__(self, batch_size: int = 16, threads: int | None = None) -> None:
+    ``ocr``: ``auto`` reads text only where the image likely holds some (see ``ocr.py``),
+    ``always`` reads every image, ``off`` never does.
+    """
+
+    def __init__(self, batch_size: int = 16, threads: int | None = None, ocr: str = "auto") -> None:
+        if ocr not in ("auto", "always", "off"):
+            raise ValueError(f"DAM_OCR must be auto, always or off, not {ocr!r}")
         self.batch_size = batch_size
-        self.fingerprint = f"local/efficientnet-lite0/{PROMPT_VERSION}"
+        self.ocr = ocr if ocr == "off" or tesseract_available() else "off"
+        self.fingerprint = f"local/efficientnet-lite0/{PROMPT_VERSION}/ocr-{self.ocr}"
         self._threads = threads
         self._model: torch.nn.Module | None = None
         self._lock = threading.Lock()
+        self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
 
     @property
     def model(self) -> torch.nn.Module:
@@ -124,11 +140,24 @@ class LocalCaptioner:
             logits = self.model(batch)
         return logits.softmax(dim=-1).numpy()
 
-    def caption_batch(self, images: Sequence[Image.Image]) -> list[Caption]:
+    def caption_batch(self, images: Sequence[ImageInput | Image.Image]) -> list[Caption]:
         if not images:
             return []
-        probabilities = self.class_probabilities(images)
+        inputs = as_inputs(images)
+        small = list(self._decoder.map(lambda item: item.open(RESIZE_SHORT_SIDE), inputs))
+        probabilities = self.class_probabilities(small)
         return [
-            describe(_group_labels(probs), dominant_colours(image))
-            for probs, image in zip(probabilities, images, strict=True)
+            describe(
+                _group_labels(probs), dominant_colours(image), self._read_text(item, image, probs)
+            )
+            for probs, image, item in zip(probabilities, small, inputs, strict=True)
         ]
+
+    def _read_text(self, item: ImageInput, small: Image.Image, probs: np.ndarray) -> str:
+        if self.ocr == "off":
+            return ""
+        if self.ocr == "auto":
+            top = set(np.argsort(-probs)[:5].tolist())
+            if not (top & TEXT_BEARING_CLASSES) and not looks_like_document(small):
+                return ""
+        return read_text(item.open())

@@ -49,13 +49,15 @@ def stage_metadata(manifest: Manifest) -> dict[str, dg.MetadataValue]:
         for name, value in manifest.summary.items()
         if (converted := _value(value)) is not None
     }
-    quarantined = manifest.quarantined()
-    if quarantined:
-        rows = [f"| {_cell(r.key)} | {_cell(r.reason or 'unknown')} |" for r in quarantined]
+    not_indexed = manifest.not_ok()
+    if not_indexed:
+        rows = [
+            f"| {_cell(r.key)} | {r.status} | {_cell(r.reason or 'unknown')} |" for r in not_indexed
+        ]
         more = len(rows) - QUARANTINE_ROWS
-        table = ["| key | reason |", "|---|---|", *rows[:QUARANTINE_ROWS]]
+        table = ["| key | status | reason |", "|---|---|---|", *rows[:QUARANTINE_ROWS]]
         if more > 0:
-            table.append(f"| … | and {more} more (see the manifest) |")
+            table.append(f"| … | | and {more} more (see the manifest) |")
         metadata["quarantine"] = dg.MetadataValue.md("\n".join(table))
     return metadata
 

@@ -97,6 +97,8 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
     if reason := _sniff_non_image(data):
         raise NormalizeError(reason)
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    if max_pixels and max_pixels > (Image.MAX_IMAGE_PIXELS or 0):
+        Image.MAX_IMAGE_PIXELS = max_pixels  # let Pillow's own guard follow a raised limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -105,8 +107,8 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
             original_size = image.size
             if limit and original_size[0] * original_size[1] > limit:
                 raise NormalizeError(
-                    f"{original_size[0]}x{original_size[1]} pixels is over the decompression-bomb "
-                    f"limit of {limit:,} pixels; raise DAM_MAX_IMAGE_PIXELS if it is genuine"
+                    f"decompression bomb refused: {original_size[0]}x{original_size[1]} pixels is "
+                    f"over the limit of {limit:,}; raise DAM_MAX_IMAGE_PIXELS if it is genuine"
                 )
             exif = _exif_facts(image)
             image.seek(0)  # first frame of animations and multi-page files
@@ -125,7 +127,9 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
             ) from None
         raise NormalizeError("not a recognised image format (unreadable or not an image)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise NormalizeError(f"decompression bomb refused: {exc}") from exc
+        raise NormalizeError(
+            f"decompression bomb refused: {exc}; raise DAM_MAX_IMAGE_PIXELS if it is genuine"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise NormalizeError(f"the image data is corrupt or truncated ({exc})") from exc
     except MemoryError as exc:

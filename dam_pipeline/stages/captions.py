@@ -1,47 +1,59 @@
-"""captions: a description of every normalized image, computed once per image and model."""
+"""captions: a description of every normalized image, computed once per image and model.
+
+The captioner's text is completed with facts that need no model (shape, size, EXIF), and
+its structured output (labels, colours, OCR text) is kept beside the sentence so later
+stages can filter on it. An image the captioner fails on is recorded as ``failed`` (not
+cached), so the next run tries it again: nothing is dropped.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 
 from dam_pipeline.cache import ContentCache
-from dam_pipeline.captioning import Caption, Captioner
+from dam_pipeline.captioning import Captioner, CaptionerError, ImageInput
+from dam_pipeline.captioning.facts import fact_sentence, fact_tags
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import CaptionRecord, Manifest, NormalizedImage
 from dam_pipeline.stages.progress import batched, log, progress, timed
 
-DECODE_MIN_SIDE = 256
 
-
-def _record(image: NormalizedImage, caption: dict | None, captioner: str) -> CaptionRecord:
+def _record(
+    image: NormalizedImage, caption: dict | None, captioner: str, error: str | None
+) -> CaptionRecord:
     base = dict(
         key=image.key,
         content_hash=image.content_hash,
         normalized_hash=image.normalized_hash,
         exif=image.exif,
         last_modified=image.last_modified,
+        captioner=captioner,
     )
-    if image.status != "ok" or caption is None:
+    if image.status != "ok":
         return CaptionRecord(status="quarantined", reason=image.reason, **base)
+    if caption is None:
+        return CaptionRecord(
+            status="failed", reason=f"captioning failed, retried next run: {error}", **base
+        )
+    facts = fact_sentence(image.original_width, image.original_height, image.exif)
+    tags = list(
+        dict.fromkeys(
+            [*caption["tags"], *fact_tags(image.original_width, image.original_height, image.exif)]
+        )
+    )
     return CaptionRecord(
         status="ok",
-        caption=caption["text"],
-        tags=list(caption["tags"]),
+        caption=f"{caption['text']} {facts}".strip(),
+        tags=tags,
         labels=[tuple(label) for label in caption["labels"]],
         colours=list(caption["colours"]),
         ocr_text=caption.get("ocr_text", ""),
-        captioner=captioner,
         **base,
     )
 
 
 def caption_partition(
-    normalized: Manifest,
-    store: ObjectStore,
-    captioner: Captioner,
-    cache: ContentCache,
-    workers: int = 2,
+    normalized: Manifest, store: ObjectStore, captioner: Captioner, cache: ContentCache
 ) -> Manifest:
     """Caption in batches; each finished batch goes to the cache at once, so a run that dies
     half-way resumes where it stopped, and identical images are captioned once."""
@@ -52,16 +64,21 @@ def caption_partition(
         known = cache.get_captions(captioner.fingerprint, hashes)
     missing = [h for h in hashes if h not in known]
     missing_set = set(missing)
+    errors: dict[str, str] = {}
 
     model_seconds = 0.0
-    with timed(summary, "seconds_captioning"), ThreadPoolExecutor(workers) as pool:
+    with timed(summary, "seconds_captioning"):
         bar = progress(len(missing), "captioning")
         for batch in batched(missing, captioner.batch_size):
-            images = list(pool.map(lambda h: store.open_image(h, DECODE_MIN_SIDE), batch))
             with timed(timing := {}, "model"):
-                captions: list[Caption] = captioner.caption_batch(images)
+                results = captioner.caption_batch([ImageInput(store.path_for(h)) for h in batch])
             model_seconds += timing["model"]
-            fresh = {h: dataclasses.asdict(c) for h, c in zip(batch, captions, strict=True)}
+            fresh = {}
+            for digest, result in zip(batch, results, strict=True):
+                if isinstance(result, CaptionerError):
+                    errors[digest] = str(result)
+                else:
+                    fresh[digest] = dataclasses.asdict(result)
             cache.put_captions(captioner.fingerprint, fresh)
             known.update(fresh)
             bar.update(len(batch))
@@ -69,20 +86,26 @@ def caption_partition(
 
     records = [
         _record(
-            r, known.get(r.normalized_hash) if r.status == "ok" else None, captioner.fingerprint
+            r, known.get(r.normalized_hash), captioner.fingerprint, errors.get(r.normalized_hash)
         )
         for r in normalized
     ]
-    quarantined = sum(r.status == "quarantined" for r in records)
+    counts = {
+        status: sum(r.status == status for r in records)
+        for status in ("ok", "quarantined", "failed")
+    }
+    if errors:
+        log.error("captions: %d images failed and will be retried next run", len(errors))
     summary.update(
         seen=len(records),
-        processed=len(records) - quarantined,
-        quarantined=quarantined,
+        processed=counts["ok"],
+        quarantined=counts["quarantined"],
+        failed=counts["failed"],
         reused=sum(1 for r in ok_images if r.normalized_hash not in missing_set),
-        computed=len(missing),
+        computed=len(missing) - len(errors),
         model_calls=-(-len(missing) // captioner.batch_size) if missing else 0,
         seconds_model=round(model_seconds, 3),
         captioner=captioner.fingerprint,
     )
-    log.info("captions: %d computed, %d reused", len(missing), summary["reused"])
+    log.info("captions: %d computed, %d reused", summary["computed"], summary["reused"])
     return Manifest(records=records, summary=summary)

@@ -13,7 +13,7 @@ EMBED_CHUNK = 256
 
 def document_text(caption: CaptionRecord) -> str:
     """What gets embedded: the caption, plus any text read off the image."""
-    if caption.ocr_text:
+    if caption.ocr_text and caption.ocr_text not in caption.caption:
         return f"{caption.caption} Text in the image: {caption.ocr_text}"
     return caption.caption
 
@@ -56,7 +56,8 @@ def embed_partition(captions: Manifest, embedder: Embedder, cache: ContentCache)
     summary.update(
         seen=len(records),
         processed=ok,
-        quarantined=len(records) - ok,
+        quarantined=sum(r.status == "quarantined" for r in records),
+        failed=sum(r.status == "failed" for r in records),
         computed=len(missing),
         reused=sum(1 for h in hashes.values() if h not in missing_set),
         embedder=embedder.fingerprint,

@@ -64,7 +64,9 @@ def index_partition(
     with timed(summary, "seconds_listing_index"):
         existing = store.list_partition(partition_key)
     to_upsert = [r for vid, r in desired.items() if _changed(existing.get(vid), r, partition_key)]
-    stale = [vid for vid in existing if vid not in desired]
+    # A failed caption is retried next run: keep the vector it had until then.
+    keep = {vector_id(source_id, r.key) for r in embeddings if r.status == "failed"}
+    stale = [vid for vid in existing if vid not in desired and vid not in keep]
     gone = [vid for vid in stale if existing[vid].get("key") not in listed_keys]
     gone_set = set(gone)
     now_quarantined = [vid for vid in stale if vid not in gone_set]
@@ -123,11 +125,14 @@ def index_partition(
     summary.update(
         seen=len(records),
         indexed=len(ok),
-        quarantined=len(records) - len(ok),
+        quarantined=sum(r.status == "quarantined" for r in records),
+        failed=len(keep),
         upserted=len(to_upsert),
         unchanged=len(ok) - len(to_upsert),
         deleted=len(now_quarantined) if deletion_blocked else len(stale),
         deletion_blocked=deletion_blocked,
+        embedder=ok[0].embedder if ok else "",
+        dimension=ok[0].dimension if ok else 0,
         would_delete=len(gone) if deletion_blocked else 0,
     )
     log.info(

@@ -37,6 +37,10 @@ class VectorStore(Protocol):
         """Bind the index to one embedder; raise ``IncompatibleIndexError`` on a mismatch."""
         ...
 
+    def binding(self) -> tuple[str, int] | None:
+        """The (embedder, dimension) the index is bound to, or None while it is empty."""
+        ...
+
     def upsert(self, records: Sequence[VectorRecord]) -> None:
         """Insert or replace by id (idempotent), batching within the store's limits."""
         ...

@@ -62,6 +62,12 @@ class ChromaVectorStore:
                 reindex_hint(built_with, int(built_dim), embedder, dimension)
             )
 
+    def binding(self) -> tuple[str, int] | None:
+        meta = self.collection.metadata or {}
+        if meta.get("embedder") is None:
+            return None
+        return str(meta["embedder"]), int(meta["dimension"])
+
     def upsert(self, records: Sequence[VectorRecord]) -> None:
         step = self.client.get_max_batch_size()
         for start in range(0, len(records), step):
