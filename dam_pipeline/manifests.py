@@ -64,6 +64,9 @@ class CaptionRecord:
     content_hash: str | None = None
     normalized_hash: str | None = None
     caption: str = ""
+    """What the image shows, in words: this is what gets embedded."""
+    facts: str = ""
+    """Model-free facts (shape, size, EXIF) in a sentence: shown and keyword-searchable."""
     tags: list[str] = field(default_factory=list)
     labels: list[tuple[str, float]] = field(default_factory=list)
     colours: list[str] = field(default_factory=list)
@@ -112,7 +115,7 @@ class Manifest:
 
     records: list[Any]
     summary: dict[str, Any] = field(default_factory=dict)
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2
 
     def by_key(self) -> dict[str, Any]:
         return {record.key: record for record in self.records}

@@ -1,10 +1,11 @@
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from dam_pipeline.captioning import build_captioner
+from dam_pipeline.captioning import LocalCaptioner, build_captioner
 from dam_pipeline.captioning.colours import dominant_colours
 from dam_pipeline.captioning.efficientnet_lite import load_efficientnet_lite0
 from dam_pipeline.captioning.labels import class_categories, class_names
+from dam_pipeline.captioning.ocr import tesseract_available
 from dam_pipeline_tests.conftest import photo
 
 
@@ -38,3 +39,43 @@ def test_dominant_colours_of_plain_images() -> None:
     half = Image.new("RGB", (64, 64), (255, 255, 255))
     half.paste((10, 10, 10), (0, 0, 64, 32))
     assert set(dominant_colours(half)) == {"white", "black"}
+
+
+def test_fact_sentence_and_tags() -> None:
+    from dam_pipeline.captioning.facts import fact_sentence, fact_tags, orientation
+
+    exif = {"camera": "Canon EOS 80D", "date_taken": "2023-07-14T10:00:00", "has_gps": True}
+    sentence = fact_sentence(4000, 3000, exif)
+    assert sentence == (
+        "Landscape, high-resolution (12.0 MP) photo taken on 14 July 2023 with a Canon EOS 80D; "
+        "it has a GPS location."
+    )
+    assert fact_tags(4000, 3000, exif) == [
+        "landscape",
+        "high-resolution",
+        "canon eos 80d",
+        "2023",
+        "geotagged",
+    ]
+    assert [orientation(*size) for size in ((3000, 4000), (500, 500), (6000, 2000))] == [
+        "portrait",
+        "square",
+        "panorama",
+    ]
+
+
+def test_scene_words_come_from_the_subject() -> None:
+    (motorcycle,) = build_captioner("local").caption_batch([photo("motorcycle_left")])
+    assert "motorcycle" in motorcycle.tags and "on a street" in motorcycle.text
+
+
+@pytest.mark.skipif(not tesseract_available(), reason="tesseract-ocr is not installed")
+def test_ocr_reads_text_in_the_image() -> None:
+    sign = Image.new("RGB", (900, 300), "white")
+    draw = ImageDraw.Draw(sign)
+    draw.text((40, 90), "OPEN 24 HOURS", fill="black", font=ImageFont.load_default(size=90))
+    (caption,) = LocalCaptioner(ocr="auto").caption_batch([sign])
+    assert "OPEN" in caption.ocr_text and "HOURS" in caption.ocr_text
+    assert '"OPEN 24 HOURS"' in caption.text
+    (no_ocr,) = LocalCaptioner(ocr="off").caption_batch([sign])
+    assert no_ocr.ocr_text == ""

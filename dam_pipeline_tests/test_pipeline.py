@@ -134,3 +134,17 @@ def test_query_job_shows_the_answer_as_markdown(library: Settings, instance) -> 
     ]
     markdown = materialization["answer"].value
     assert "kitchen/coffee.jpg" in markdown and "data:image/jpeg;base64" in markdown
+
+
+def test_a_new_captioner_version_recaptions_only_what_it_affects(
+    library: Settings, instance
+) -> None:
+    import dataclasses
+
+    ingest(library, instance)
+    changed = dataclasses.replace(library, ocr="off" if library.ocr != "off" else "always")
+    recaptioned = ingest(changed, instance)
+    assert recaptioned["pets"]["captions"]["computed"] == 1  # the new fingerprint misses the cache
+    again = ingest(changed, instance)
+    assert all(r["captions"]["computed"] == 0 for r in again.values())
+    assert open_index(library).count() == 4

@@ -20,7 +20,7 @@ from PIL import Image
 from dam_pipeline.captioning.base import Caption, ImageInput, as_inputs
 from dam_pipeline.captioning.colours import dominant_colours
 from dam_pipeline.captioning.efficientnet_lite import INPUT_SIZE, load_efficientnet_lite0
-from dam_pipeline.captioning.labels import class_categories, class_names
+from dam_pipeline.captioning.labels import class_categories, class_names, scene_of
 from dam_pipeline.captioning.ocr import (
     TEXT_BEARING_CLASSES,
     looks_like_document,
@@ -28,12 +28,14 @@ from dam_pipeline.captioning.ocr import (
     tesseract_available,
 )
 
-PROMPT_VERSION = "labels-v2"
+PROMPT_VERSION = "labels-v3-multiview"
 RESIZE_SHORT_SIDE = 256
 TOP_K = 10
-MIN_GROUP_SCORE = 0.15
-MAX_GROUPS = 3
+MIN_GROUP_SCORE = 0.08
+MAX_GROUPS = 5
 MIN_LABEL_SCORE = 0.05
+HALF_OVERLAP = 1 / 8
+"""Each half view reaches this far past the middle, so an object there is seen whole once."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,28 @@ def preprocess(image: Image.Image) -> np.ndarray:
     crop = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
     pixels = np.asarray(crop, dtype=np.float32)
     return ((pixels - 127.5) / 127.5).transpose(2, 0, 1)
+
+
+def squash(image: Image.Image) -> np.ndarray:
+    """The whole image resized to 224x224 (nothing cropped away), scaled like ``preprocess``."""
+    pixels = np.asarray(
+        image.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC),
+        dtype=np.float32,
+    )
+    return ((pixels - 127.5) / 127.5).transpose(2, 0, 1)
+
+
+def views(image: Image.Image) -> list[np.ndarray]:
+    """Four views of one photo: centre crop, whole image, and two overlapping halves along
+    the long side. A classifier names one thing per view; scenes hold several."""
+    width, height = image.size
+    if width >= height:
+        reach = max(1, int(width * (0.5 + HALF_OVERLAP)))
+        halves = [image.crop((0, 0, reach, height)), image.crop((width - reach, 0, width, height))]
+    else:
+        reach = max(1, int(height * (0.5 + HALF_OVERLAP)))
+        halves = [image.crop((0, 0, width, reach)), image.crop((0, height - reach, width, height))]
+    return [preprocess(image), squash(image), *(preprocess(half) for half in halves)]
 
 
 def _article(noun: str) -> str:
@@ -98,12 +122,18 @@ def describe(groups: list[_Group], colours: list[str], ocr_text: str = "") -> Ca
         tags.extend(name.lower() for name in specifics)
         labels.extend((name, round(score, 4)) for name, score in group.labels)
     subject = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} or {phrases[-1]}"
+    scene = scene_of(groups[0].top_class, groups[0].noun) if groups[0].score >= 0.3 else ""
+    if scene:
+        subject += f" {scene}"
+        tags.append(scene.split(" ")[-1])
     colour_text = (
         colours[0] if len(colours) == 1 else f"{', '.join(colours[:-1])} and {colours[-1]}"
     )
     text = f"A photo of {subject}; mostly {colour_text}."
+    if ocr_text:
+        text += f' Text in the image reads "{ocr_text}".'
     unique_tags = list(dict.fromkeys(tags + colours))
-    return Caption(text=text, tags=unique_tags, labels=labels, colours=colours)
+    return Caption(text=text, tags=unique_tags, labels=labels, colours=colours, ocr_text=ocr_text)
 
 
 class LocalCaptioner:
@@ -134,11 +164,14 @@ class LocalCaptioner:
             return self._model
 
     def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Softmax over the 1000 ImageNet classes, one row per image."""
-        batch = torch.from_numpy(np.stack([preprocess(image) for image in images]))
+        """Class probabilities per image: the maximum over its views (an object that fills one
+        half counts as much as one that fills the frame), renormalized; one row per image."""
+        per_image = [views(image) for image in images]
+        batch = torch.from_numpy(np.stack([view for group in per_image for view in group]))
         with torch.inference_mode():
-            logits = self.model(batch)
-        return logits.softmax(dim=-1).numpy()
+            probs = self.model(batch).softmax(dim=-1).numpy()
+        pooled = probs.reshape(len(images), -1, probs.shape[-1]).max(axis=1)
+        return pooled / pooled.sum(axis=1, keepdims=True)
 
     def caption_batch(self, images: Sequence[ImageInput | Image.Image]) -> list[Caption]:
         if not images:

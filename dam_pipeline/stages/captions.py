@@ -1,8 +1,9 @@
 """captions: a description of every normalized image, computed once per image and model.
 
-The captioner's text is completed with facts that need no model (shape, size, EXIF), and
-its structured output (labels, colours, OCR text) is kept beside the sentence so later
-stages can filter on it. An image the captioner fails on is recorded as ``failed`` (not
+The captioner's description (what gets embedded) is accompanied by a sentence of facts that
+need no model (shape, size, EXIF), shown with it and searchable by keyword but kept out of
+the embedding, where it would only dilute what the image shows. Structured output (labels,
+colours, OCR text) is kept beside the sentence so later stages can filter on it. An image the captioner fails on is recorded as ``failed`` (not
 cached), so the next run tries it again: nothing is dropped.
 """
 
@@ -43,7 +44,8 @@ def _record(
     )
     return CaptionRecord(
         status="ok",
-        caption=f"{caption['text']} {facts}".strip(),
+        caption=caption["text"],
+        facts=facts,
         tags=tags,
         labels=[tuple(label) for label in caption["labels"]],
         colours=list(caption["colours"]),

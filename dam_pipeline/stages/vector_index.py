@@ -24,7 +24,7 @@ def vector_metadata(record: EmbeddingRecord, partition_key: str) -> dict:
         "key": record.key,
         "partition": partition_key,
         "prefix": decode_prefix(partition_key),
-        "caption": caption.caption[:CAPTION_METADATA_LIMIT],
+        "caption": f"{caption.caption} {caption.facts}".strip()[:CAPTION_METADATA_LIMIT],
         "tags": " ".join(caption.tags),
         "content_hash": record.content_hash or "",
         "text_hash": record.text_hash,
