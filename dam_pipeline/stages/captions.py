@@ -3,8 +3,9 @@
 The captioner's description (what gets embedded) is accompanied by a sentence of facts that
 need no model (shape, size, EXIF), shown with it and searchable by keyword but kept out of
 the embedding, where it would only dilute what the image shows. Structured output (labels,
-colours, OCR text) is kept beside the sentence so later stages can filter on it. An image the captioner fails on is recorded as ``failed`` (not
-cached), so the next run tries it again: nothing is dropped.
+colours, OCR text) is kept beside the sentence so later stages can filter on it. An image
+the captioner fails on is recorded as ``failed`` (not cached), so the next run tries it
+again: nothing is dropped.
 """
 
 from __future__ import annotations
