@@ -9,9 +9,10 @@ Components are chosen by the same environment variables as the pipeline (see Set
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-from dam_pipeline.embedding import Embedder, build_embedder
+from dam_pipeline.embedding import Embedder
 from dam_pipeline.keys import encode_prefix
 from dam_pipeline.reasoning import Answer, Reasoner, build_reasoner
 from dam_pipeline.retrieval import Hit
@@ -22,8 +23,16 @@ from dam_pipeline.vector_stores import VectorStore, open_vector_store
 
 
 def open_index(settings: Settings) -> VectorStore:
+    """The configured vector index, outside Dagster (secrets come from the environment)."""
     return open_vector_store(
-        settings.vector_store, collection=settings.collection, path=settings.chroma_path
+        settings.vector_store,
+        collection=settings.collection,
+        path=settings.chroma_path,
+        url=settings.chroma_url or None,
+        pinecone_api_key=os.environ.get("PINECONE_API_KEY", ""),
+        pinecone_host=settings.pinecone_host,
+        pinecone_index_name=settings.pinecone_index_name,
+        namespace=settings.pinecone_namespace,
     )
 
 
@@ -31,7 +40,7 @@ def _components(settings: Settings | None) -> tuple[Settings, Embedder, VectorSt
     settings = settings or Settings.from_env()
     return (
         settings,
-        build_embedder(settings.embedder_model),
+        settings.build_embedder(),
         open_index(settings),
         settings.open_source(),
     )

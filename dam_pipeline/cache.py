@@ -23,8 +23,8 @@ CREATE TABLE IF NOT EXISTS captions (
     PRIMARY KEY (captioner, image_hash)
 );
 CREATE TABLE IF NOT EXISTS vectors (
-    embedder TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL,
-    PRIMARY KEY (embedder, text_hash)
+    embedder TEXT NOT NULL, input_hash TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (embedder, input_hash)
 );
 """
 _CHUNK = 500
@@ -69,15 +69,15 @@ class ContentCache:
             [(captioner, h, json.dumps(payload)) for h, payload in captions.items()],
         )
 
-    def get_vectors(self, embedder: str, text_hashes: Iterable[str]) -> dict[str, np.ndarray]:
+    def get_vectors(self, embedder: str, input_hashes: Iterable[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
-        hashes = list(dict.fromkeys(text_hashes))
+        hashes = list(dict.fromkeys(input_hashes))
         db = self._connect()
         for start in range(0, len(hashes), _CHUNK):
             chunk = hashes[start : start + _CHUNK]
             rows = db.execute(
-                f"SELECT text_hash, vector FROM vectors WHERE embedder = ? "
-                f"AND text_hash IN ({','.join('?' * len(chunk))})",
+                f"SELECT input_hash, vector FROM vectors WHERE embedder = ? "
+                f"AND input_hash IN ({','.join('?' * len(chunk))})",
                 [embedder, *chunk],
             )
             found.update((h, np.frombuffer(blob, dtype=np.float32)) for h, blob in rows)

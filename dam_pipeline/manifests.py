@@ -86,7 +86,8 @@ class EmbeddingRecord:
     status: Status
     content_hash: str | None = None
     text: str = ""
-    text_hash: str = ""
+    input_hash: str = ""
+    """What the vector was computed from: the text hash, or "image:<hash>" for image embedders."""
     embedder: str = ""
     dimension: int = 0
     reason: str | None = None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from dam_pipeline.embedding import Embedder
     from dam_pipeline.sources import Source
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -72,9 +73,16 @@ class Settings:
     captioner_base_url: str = ""
     captioner_concurrency: int = 4
     ocr: str = "auto"
+    embedder: str = "sentence-transformers"
     embedder_model: str = "all-MiniLM-L6-v2"
+    embedding_dimension: int = 1024
+    bedrock_endpoint_url: str = ""
     vector_store: str = "chroma"
     chroma_path: Path | None = None
+    chroma_url: str = ""
+    pinecone_host: str = ""
+    pinecone_index_name: str = ""
+    pinecone_namespace: str = ""
     collection: str = "dam_images"
     reasoner: str = "extractive"
     max_delete_share: float = 0.5
@@ -98,9 +106,18 @@ class Settings:
             captioner_base_url=_env("DAM_CAPTIONER_BASE_URL", ""),
             captioner_concurrency=_env_int("DAM_CAPTIONER_CONCURRENCY", 4),
             ocr=_env("DAM_OCR", "auto"),
+            embedder=_env("DAM_EMBEDDER", "sentence-transformers"),
             embedder_model=_env("DAM_EMBEDDER_MODEL", "all-MiniLM-L6-v2"),
+            embedding_dimension=_env_int("DAM_EMBEDDING_DIMENSION", 1024),
+            bedrock_endpoint_url=_env(
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", _env("DAM_BEDROCK_ENDPOINT_URL", "")
+            ),
             vector_store=_env("DAM_VECTOR_STORE", "chroma"),
             chroma_path=Path(_env("DAM_CHROMA_PATH", str(DataLayout(data_dir).chroma))),
+            chroma_url=_env("DAM_CHROMA_URL", ""),
+            pinecone_host=_env("PINECONE_HOST", ""),
+            pinecone_index_name=_env("PINECONE_INDEX_NAME", ""),
+            pinecone_namespace=_env("PINECONE_NAMESPACE", ""),
             collection=_env("DAM_COLLECTION", "dam_images"),
             reasoner=_env("DAM_REASONER", "extractive"),
             max_delete_share=_env_float("DAM_MAX_DELETE_SHARE", 0.5),
@@ -110,6 +127,17 @@ class Settings:
     @property
     def layout(self) -> DataLayout:
         return DataLayout(self.data_dir)
+
+    def build_embedder(self) -> Embedder:
+        from dam_pipeline.embedding import build_embedder
+
+        return build_embedder(
+            self.embedder_model,
+            provider=self.embedder,
+            dimension=self.embedding_dimension,
+            region=self.aws_region,
+            endpoint_url=self.bedrock_endpoint_url,
+        )
 
     def open_source(self) -> Source:
         """The configured source, outside Dagster (CLI, Python API, benchmarks)."""

@@ -82,7 +82,9 @@ def embeddings(
     captions: Manifest, embedder: EmbedderResource, storage: StorageResource
 ) -> dg.Output[Manifest]:
     """One normalized vector per caption; vectors live in the content cache."""
-    manifest = stages.embed_partition(captions, embedder.build(), storage.cache())
+    manifest = stages.embed_partition(
+        captions, embedder.build(), storage.cache(), storage.object_store()
+    )
     return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 

@@ -92,23 +92,49 @@ class CaptionerResource(dg.ConfigurableResource):
 
 
 class EmbedderResource(dg.ConfigurableResource):
+    """``sentence-transformers`` (captions) or ``bedrock-titan`` (images, Titan multimodal)."""
+
+    provider: str = "sentence-transformers"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 64
+    dimension: int = 1024
+    region: str = ""
+    endpoint_url: str = ""
 
     def build(self) -> Embedder:
-        return build_embedder(self.model, self.batch_size)
+        return build_embedder(
+            self.model,
+            self.batch_size,
+            self.provider,
+            self.dimension,
+            self.region,
+            self.endpoint_url,
+        )
 
 
 class VectorStoreResource(dg.ConfigurableResource):
+    """``chroma`` (embedded folder ``path``, or a server at ``url``) or ``pinecone``."""
+
     kind: str = "chroma"
     collection: str = "dam_images"
     path: str = ""
     url: str = ""
+    pinecone_api_key: str | None = None
+    pinecone_host: str = ""
+    pinecone_index_name: str = ""
+    pinecone_namespace: str = ""
     max_delete_share: float = 0.5
 
     def open(self) -> VectorStore:
         return open_vector_store(
-            self.kind, self.collection, Path(self.path) if self.path else None, self.url or None
+            self.kind,
+            self.collection,
+            Path(self.path) if self.path else None,
+            self.url or None,
+            pinecone_api_key=self.pinecone_api_key or "",
+            pinecone_host=self.pinecone_host,
+            pinecone_index_name=self.pinecone_index_name,
+            namespace=self.pinecone_namespace,
         )
 
 
@@ -191,11 +217,22 @@ def resources_from_env(settings: Settings | None = None) -> dict[str, dg.Configu
             concurrency=settings.captioner_concurrency,
             ocr=settings.ocr,
         ),
-        "embedder": EmbedderResource(model=settings.embedder_model),
+        "embedder": EmbedderResource(
+            provider=settings.embedder,
+            model=settings.embedder_model,
+            dimension=settings.embedding_dimension,
+            region=settings.aws_region,
+            endpoint_url=settings.bedrock_endpoint_url,
+        ),
         "vector_store": VectorStoreResource(
             kind=settings.vector_store,
             collection=settings.collection,
             path=str(settings.chroma_path or ""),
+            url=settings.chroma_url,
+            pinecone_api_key=_secret("PINECONE_API_KEY"),
+            pinecone_host=settings.pinecone_host,
+            pinecone_index_name=settings.pinecone_index_name,
+            pinecone_namespace=settings.pinecone_namespace,
             max_delete_share=settings.max_delete_share,
         ),
         "reasoner": ReasonerResource(kind=settings.reasoner),

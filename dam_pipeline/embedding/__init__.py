@@ -1,4 +1,4 @@
-"""Embedders: sentence-transformers by default."""
+"""Embedders: sentence-transformers on captions (default), or Titan multimodal on images."""
 
 from __future__ import annotations
 
@@ -11,6 +11,25 @@ __all__ = ["Embedder", "SentenceTransformerEmbedder", "build_embedder"]
 
 
 @cache
-def build_embedder(model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> Embedder:
-    """The embedder for ``model`` (``DAM_EMBEDDER_MODEL``); built once per process."""
-    return SentenceTransformerEmbedder(model=model, batch_size=batch_size)
+def build_embedder(
+    model: str = "all-MiniLM-L6-v2",
+    batch_size: int = 64,
+    provider: str = "sentence-transformers",
+    dimension: int = 1024,
+    region: str = "",
+    endpoint_url: str = "",
+) -> Embedder:
+    """The embedder named by ``provider`` (``DAM_EMBEDDER``): ``sentence-transformers`` with
+    ``model`` (packaged name, local path or cached hub name) or ``bedrock-titan`` (Titan
+    multimodal, ``dimension`` 256/384/1024). Built once per process and configuration."""
+    if provider == "sentence-transformers":
+        return SentenceTransformerEmbedder(model=model, batch_size=batch_size)
+    if provider == "bedrock-titan":
+        from dam_pipeline.embedding.bedrock_titan import TITAN_MULTIMODAL, TitanMultimodalEmbedder
+
+        titan_model = model if model.startswith("amazon.") else TITAN_MULTIMODAL
+        return TitanMultimodalEmbedder(titan_model, dimension, region, endpoint_url)
+    raise ValueError(
+        f"Unknown embedder {provider!r}: "
+        "set DAM_EMBEDDER to sentence-transformers or bedrock-titan."
+    )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 
 class Embedder(Protocol):
+    modality: str
+    """"text": documents are captions; "image": documents are the normalized images."""
+
     fingerprint: str
     """provider/model: recorded with every vector; the index refuses to mix them."""
 
@@ -17,6 +21,10 @@ class Embedder(Protocol):
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalized float32 vectors, one row per text."""
+        ...
+
+    def embed_images(self, images: Sequence[Path]) -> np.ndarray:
+        """For image embedders: L2-normalized vectors of the images (JPEG files)."""
         ...
 
     def embed_query(self, text: str) -> np.ndarray: ...

@@ -23,6 +23,8 @@ def resolve_model_path(model: str) -> str:
 
 
 class SentenceTransformerEmbedder:
+    modality = "text"
+
     def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> None:
         self.model_name = model
         self.batch_size = batch_size
@@ -63,6 +65,9 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return vectors.astype(np.float32, copy=False)
+
+    def embed_images(self, images: Sequence[Path]) -> np.ndarray:
+        raise TypeError("sentence-transformers text models embed captions, not images")
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]

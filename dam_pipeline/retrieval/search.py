@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dam_pipeline.embedding import Embedder
-from dam_pipeline.vector_stores import VectorStore
+from dam_pipeline.vector_stores import IncompatibleIndexError, VectorStore
+from dam_pipeline.vector_stores.base import reindex_hint
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,13 @@ def search(
         raise ValueError("The question is empty: describe the image you are looking for.")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, not {top_k}")
-    raw = store.query(embedder.embed_query(question), top_k=top_k, partitions=partitions)
+    query_vector = embedder.embed_query(question)
+    bound = store.binding()
+    if bound is not None and bound != (embedder.fingerprint, int(query_vector.shape[0])):
+        raise IncompatibleIndexError(
+            reindex_hint(bound[0], bound[1], embedder.fingerprint, int(query_vector.shape[0]))
+        )
+    raw = store.query(query_vector, top_k=top_k, partitions=partitions)
     hits = []
     for hit in raw:
         if hit.score < min_score:

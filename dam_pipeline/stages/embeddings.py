@@ -1,9 +1,15 @@
-"""embeddings: one vector per caption, cached by (model, text) and never recomputed."""
+"""embeddings: one vector per object, cached by (model, input) and never recomputed.
+
+Text embedders embed the caption (plus any text read off the image); image embedders
+(Titan multimodal) embed the normalized image itself. Either way the vector is keyed by a
+hash of its input, so identical images or captions under several keys are embedded once.
+"""
 
 from __future__ import annotations
 
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.embedding import Embedder
+from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.keys import text_hash
 from dam_pipeline.manifests import CaptionRecord, EmbeddingRecord, Manifest
 from dam_pipeline.stages.progress import batched, log, progress, timed
@@ -12,27 +18,42 @@ EMBED_CHUNK = 256
 
 
 def document_text(caption: CaptionRecord) -> str:
-    """What gets embedded: the caption, plus any text read off the image."""
+    """What a text embedder embeds: the caption, plus any text read off the image."""
     if caption.ocr_text and caption.ocr_text not in caption.caption:
         return f"{caption.caption} Text in the image: {caption.ocr_text}"
     return caption.caption
 
 
-def embed_partition(captions: Manifest, embedder: Embedder, cache: ContentCache) -> Manifest:
+def _input_hash(record: CaptionRecord, embeds_images: bool) -> str:
+    if embeds_images:
+        return f"image:{record.normalized_hash}"
+    return text_hash(document_text(record))
+
+
+def embed_partition(
+    captions: Manifest, embedder: Embedder, cache: ContentCache, store: ObjectStore | None = None
+) -> Manifest:
     summary: dict = {}
-    texts = {r.key: document_text(r) for r in captions if r.status == "ok"}
-    hashes = {key: text_hash(text) for key, text in texts.items()}
+    embeds_images = getattr(embedder, "modality", "text") == "image"
+    if embeds_images and store is None:
+        raise ValueError("an image embedder needs the object store of normalized images")
+    ok = {r.key: r for r in captions if r.status == "ok"}
+    hashes = {key: _input_hash(r, embeds_images) for key, r in ok.items()}
     with timed(summary, "seconds_cache_lookup"):
         known = cache.get_vectors(embedder.fingerprint, hashes.values())
     missing = list(dict.fromkeys(h for h in hashes.values() if h not in known))
     missing_set = set(missing)
-    text_of = {hashes[key]: text for key, text in texts.items()}
+    source_of = {hashes[key]: record for key, record in ok.items()}
 
     dimension = next(iter(known.values())).shape[0] if known else 0
     with timed(summary, "seconds_embedding"):
         bar = progress(len(missing), "embedding")
         for chunk in batched(missing, EMBED_CHUNK):
-            vectors = embedder.embed_documents([text_of[h] for h in chunk])
+            if embeds_images:
+                paths = [store.path_for(source_of[h].normalized_hash) for h in chunk]
+                vectors = embedder.embed_images(paths)
+            else:
+                vectors = embedder.embed_documents([document_text(source_of[h]) for h in chunk])
             dimension = vectors.shape[1]
             cache.put_vectors(embedder.fingerprint, dict(zip(chunk, vectors, strict=True)))
             bar.update(len(chunk))
@@ -43,8 +64,8 @@ def embed_partition(captions: Manifest, embedder: Embedder, cache: ContentCache)
             key=r.key,
             status=r.status,
             content_hash=r.content_hash,
-            text=texts.get(r.key, ""),
-            text_hash=hashes.get(r.key, ""),
+            text=document_text(r) if r.status == "ok" else "",
+            input_hash=hashes.get(r.key, ""),
             embedder=embedder.fingerprint if r.status == "ok" else "",
             dimension=dimension if r.status == "ok" else 0,
             reason=r.reason,
@@ -52,10 +73,9 @@ def embed_partition(captions: Manifest, embedder: Embedder, cache: ContentCache)
         )
         for r in captions
     ]
-    ok = len(texts)
     summary.update(
         seen=len(records),
-        processed=ok,
+        processed=len(ok),
         quarantined=sum(r.status == "quarantined" for r in records),
         failed=sum(r.status == "failed" for r in records),
         computed=len(missing),

@@ -27,7 +27,7 @@ def vector_metadata(record: EmbeddingRecord, partition_key: str) -> dict:
         "caption": f"{caption.caption} {caption.facts}".strip()[:CAPTION_METADATA_LIMIT],
         "tags": " ".join(caption.tags),
         "content_hash": record.content_hash or "",
-        "text_hash": record.text_hash,
+        "input_hash": record.input_hash,
         "embedder": record.embedder,
         "captioner": caption.captioner,
         "last_modified": caption.last_modified,
@@ -42,7 +42,7 @@ def _changed(stored: dict | None, record: EmbeddingRecord, partition_key: str) -
         return True
     wanted = vector_metadata(record, partition_key)
     return any(
-        stored.get(field) != wanted[field] for field in ("text_hash", "embedder", "key", "caption")
+        stored.get(field) != wanted[field] for field in ("input_hash", "embedder", "key", "caption")
     )
 
 
@@ -74,8 +74,8 @@ def index_partition(
     with timed(summary, "seconds_upserting"):
         bar = progress(len(to_upsert), "indexing")
         for batch in batched(to_upsert, UPSERT_BATCH):
-            vectors = cache.get_vectors(batch[0].embedder, [r.text_hash for r in batch])
-            absent = [r.key for r in batch if r.text_hash not in vectors]
+            vectors = cache.get_vectors(batch[0].embedder, [r.input_hash for r in batch])
+            absent = [r.key for r in batch if r.input_hash not in vectors]
             if absent:
                 raise RuntimeError(
                     f"{len(absent)} vectors are missing from the cache (e.g. {absent[0]!r}); "
@@ -85,7 +85,7 @@ def index_partition(
                 [
                     VectorRecord(
                         id=vector_id(source_id, r.key),
-                        vector=vectors[r.text_hash],
+                        vector=vectors[r.input_hash],
                         document=r.text,
                         metadata=vector_metadata(r, partition_key),
                     )
@@ -109,9 +109,9 @@ def index_partition(
                 share_gone * 100,
                 max_delete_share * 100,
             )
-            store.delete(now_quarantined)
+            store.delete(now_quarantined, partition_key)
         else:
-            store.delete(stale)
+            store.delete(stale, partition_key)
 
     records = [
         IndexedRecord(

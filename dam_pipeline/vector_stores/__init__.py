@@ -11,10 +11,12 @@ from dam_pipeline.vector_stores.base import (
     VectorStore,
 )
 from dam_pipeline.vector_stores.chroma import ChromaVectorStore
+from dam_pipeline.vector_stores.pinecone_store import PineconeVectorStore
 
 __all__ = [
     "ChromaVectorStore",
     "IncompatibleIndexError",
+    "PineconeVectorStore",
     "VectorHit",
     "VectorRecord",
     "VectorStore",
@@ -29,12 +31,24 @@ def open_vector_store(
     collection: str = "dam_images",
     path: Path | None = None,
     url: str | None = None,
+    pinecone_api_key: str = "",
+    pinecone_host: str = "",
+    pinecone_index_name: str = "",
+    namespace: str = "",
 ) -> VectorStore:
-    """The store named by ``kind`` (``DAM_VECTOR_STORE``), opened once per process: an
+    """The store named by ``kind`` (``DAM_VECTOR_STORE``): ``chroma`` (an embedded folder, or
+    a server with ``url``) or ``pinecone``. Opened once per process and configuration: an
     embedded Chroma folder must have a single client per process."""
-    key = (kind, collection, str(path), url)
+    key = (kind, collection, str(path), url, pinecone_host, pinecone_index_name, namespace)
     if key not in _OPEN:
-        if kind != "chroma":
-            raise ValueError(f"Unknown vector store {kind!r}; this version offers 'chroma'.")
-        _OPEN[key] = ChromaVectorStore(collection=collection, path=path, url=url)
+        if kind == "chroma":
+            _OPEN[key] = ChromaVectorStore(collection=collection, path=path, url=url or None)
+        elif kind == "pinecone":
+            _OPEN[key] = PineconeVectorStore(
+                pinecone_api_key, pinecone_host, pinecone_index_name, namespace
+            )
+        else:
+            raise ValueError(
+                f"Unknown vector store {kind!r}: set DAM_VECTOR_STORE to chroma or pinecone."
+            )
     return _OPEN[key]

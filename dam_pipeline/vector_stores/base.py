@@ -45,7 +45,13 @@ class VectorStore(Protocol):
         """Insert or replace by id (idempotent), batching within the store's limits."""
         ...
 
-    def delete(self, ids: Sequence[str]) -> None: ...
+    def delete(self, ids: Sequence[str], partition: str) -> None:
+        """Remove these vectors of one partition."""
+        ...
+
+    def reset(self) -> None:
+        """Drop every vector and the model binding: the way to re-index from scratch."""
+        ...
 
     def list_partition(self, partition: str) -> dict[str, Metadata]:
         """id -> metadata of every vector of one partition."""

@@ -79,7 +79,7 @@ class ChromaVectorStore:
                 metadatas=[r.metadata for r in batch],
             )
 
-    def delete(self, ids: Sequence[str]) -> None:
+    def delete(self, ids: Sequence[str], partition: str = "") -> None:
         ids = list(ids)
         for start in range(0, len(ids), PAGE_SIZE):
             self.collection.delete(ids=ids[start : start + PAGE_SIZE])

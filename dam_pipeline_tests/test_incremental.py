@@ -1,0 +1,141 @@
+"""Embed once, reuse forever; the index always equals what the source holds, even across a
+multi-process deployment and a run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import dagster as dg
+from PIL import Image
+
+from dam_pipeline.api import open_index, search
+from dam_pipeline.defs.jobs import register_prefixes
+from dam_pipeline.keys import vector_id
+from dam_pipeline.settings import Settings
+from dam_pipeline_tests.conftest import jpeg_bytes, photo, upload, write_library
+from dam_pipeline_tests.servers import chroma_server
+from dam_pipeline_tests.test_pipeline import ingest
+
+
+def variants(count: int) -> dict[str, bytes]:
+    """``count`` distinct real photos: crops and mirror images of the scikit-image set."""
+    names = ["chelsea", "coffee", "rocket", "astronaut", "motorcycle_left"]
+    files = {}
+    for i in range(count):
+        image = photo(names[i % len(names)])
+        w, h = image.size
+        image = image.crop((i % 7, i % 5, w - (i % 11), h - (i % 3)))
+        if i % 2:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        files[f"album/{i:03d}.jpg"] = jpeg_bytes(image)
+    return files
+
+
+def test_identical_bytes_are_computed_once_and_indexed_under_every_key(
+    settings: Settings, instance
+) -> None:
+    same = jpeg_bytes(photo("coffee"))
+    write_library(
+        settings.layout.library, {"a/one.jpg": same, "a/two.jpg": same, "a/cat.jpg": "chelsea"}
+    )
+    result = ingest(settings, instance)["a"]
+    assert result["captions"]["computed"] == 2 and result["embeddings"]["computed"] == 2
+    assert result["vector_index"]["indexed"] == 3
+    keys = {hit.key for hit in search("coffee", top_k=5, settings=settings)}
+    assert {"a/one.jpg", "a/two.jpg"} <= keys
+
+
+def test_changing_one_object_recomputes_only_that_object(settings: Settings, instance) -> None:
+    write_library(settings.layout.library, variants(6))
+    ingest(settings, instance)
+    write_library(settings.layout.library, {"album/003.jpg": "astronaut"})
+    result = ingest(settings, instance)["album"]
+    assert (
+        result["normalized_images"]["computed"] == 1 and result["normalized_images"]["reused"] == 5
+    )
+    assert result["captions"]["computed"] == 1 and result["embeddings"]["computed"] == 1
+    assert result["vector_index"]["upserted"] == 1 and result["vector_index"]["unchanged"] == 5
+
+
+def test_multiprocess_executor_with_a_chroma_server_and_s3(
+    s3_settings: Settings, monkeypatch, tmp_path
+) -> None:
+    """Each step in its own process, all writing to one Chroma server, reading from S3."""
+    upload(
+        s3_settings,
+        {"trip/cat.jpg": "chelsea", "trip/coffee.jpg": "coffee", "trip/rocket.jpg": "rocket"},
+    )
+    with (
+        chroma_server(tmp_path / "chroma-server") as chroma_url,
+        dg.instance_for_test() as instance,
+    ):
+        env = {
+            "DAM_DATA_DIR": str(s3_settings.data_dir),
+            "DAM_SOURCE": s3_settings.source,
+            "DAM_CHROMA_URL": chroma_url,
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        register_prefixes(instance, s3_settings.open_source())
+        from dam_pipeline_tests import multiprocess_job
+
+        result = dg.execute_job(
+            dg.reconstructable(multiprocess_job.ingest_job),
+            instance=instance,
+            tags={"dagster/partition": "trip"},
+        )
+        assert result.success
+        starts = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+        assert len(starts) == 7  # five assets and two checks
+        assert len({event.pid for event in starts}) == len(starts)  # each in its own process
+        served = Settings.from_env()
+        assert served.chroma_url == chroma_url
+        assert open_index(served).count() == 3
+        assert search("a cup of coffee", settings=served)[0].key == "trip/coffee.jpg"
+
+
+def test_a_run_killed_half_way_ends_with_one_vector_per_object_when_run_again(
+    settings: Settings,
+) -> None:
+    files = variants(40)
+    write_library(settings.layout.library, files)
+    env = {
+        **os.environ,
+        "DAM_DATA_DIR": str(settings.data_dir),
+        "DAGSTER_HOME": str(settings.layout.dagster_home),
+        "DAM_OCR": "off",
+    }
+    command = [sys.executable, "-m", "dam_pipeline.cli", "ingest"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = settings.layout.cache
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if cache.exists() and _count(cache, "captions") >= 8:
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, "the run finished before it could be killed"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert _count(cache, "captions") < len(files)  # really half-way
+
+    second = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert second.returncode == 0, second.stderr
+    stored = open_index(settings).list_partition("album")
+    source_id = settings.open_source().source_id
+    assert sorted(stored) == sorted(vector_id(source_id, key) for key in files)
+    assert sorted(meta["key"] for meta in stored.values()) == sorted(files)
+
+
+def _count(cache, table: str) -> int:
+    with sqlite3.connect(cache, timeout=5) as db:
+        try:
+            return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
