@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: setup system-deps demo test dev lint bench clean
+.PHONY: setup system-deps demo test dev lint bench bench-quick clean
 
 setup: system-deps $(STAMP)
 
@@ -46,6 +46,12 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check dam_pipeline dam_pipeline_tests bench
 	$(BIN)/ruff format --check dam_pipeline dam_pipeline_tests bench
+
+bench: setup
+	$(BIN)/python -m bench.run --full
+
+bench-quick: setup
+	$(BIN)/python -m bench.run --quick
 
 dev: setup
 	@$(BIN)/dam init-home >/dev/null

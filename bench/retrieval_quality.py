@@ -118,10 +118,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--eval-set", type=Path, default=DEFAULT_EVAL_SET)
     parser.add_argument("--captioner", default="local")
+    parser.add_argument("--json", type=Path, help="write the result here too")
     args = parser.parse_args()
     if not (args.eval_set / "captions.jsonl").exists():
         parser.error(f"{args.eval_set} has no captions.jsonl")
-    print(json.dumps(run(args.eval_set, args.captioner), indent=2))
+    result = json.dumps(run(args.eval_set, args.captioner), indent=2)
+    if args.json:
+        args.json.write_text(result)
+    print(result)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
@@ -79,3 +80,19 @@ def test_ocr_reads_text_in_the_image() -> None:
     assert '"OPEN 24 HOURS"' in caption.text
     (no_ocr,) = LocalCaptioner(ocr="off").caption_batch([sign])
     assert no_ocr.ocr_text == ""
+
+
+def test_the_optimized_network_computes_the_same_function() -> None:
+    import torch
+
+    from dam_pipeline.captioning.efficientnet_lite import optimized_for_inference
+    from dam_pipeline.captioning.local import views
+
+    batch = torch.from_numpy(np.stack(views(photo("chelsea"))))
+    eager = load_efficientnet_lite0()
+    fast = optimized_for_inference(load_efficientnet_lite0())
+    with torch.inference_mode():
+        expected = eager(batch)
+        actual = fast(batch.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(expected, actual, atol=1e-3)
+    assert expected.argmax(dim=1).tolist() == actual.argmax(dim=1).tolist()

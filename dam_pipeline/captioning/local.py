@@ -19,7 +19,11 @@ from PIL import Image
 
 from dam_pipeline.captioning.base import Caption, ImageInput, as_inputs
 from dam_pipeline.captioning.colours import dominant_colours
-from dam_pipeline.captioning.efficientnet_lite import INPUT_SIZE, load_efficientnet_lite0
+from dam_pipeline.captioning.efficientnet_lite import (
+    INPUT_SIZE,
+    load_efficientnet_lite0,
+    optimized_for_inference,
+)
 from dam_pipeline.captioning.labels import class_categories, class_names, scene_of
 from dam_pipeline.captioning.ocr import (
     TEXT_BEARING_CLASSES,
@@ -160,7 +164,7 @@ class LocalCaptioner:
             if self._model is None:
                 if self._threads:
                     torch.set_num_threads(self._threads)
-                self._model = load_efficientnet_lite0()
+                self._model = optimized_for_inference(load_efficientnet_lite0())
             return self._model
 
     def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -168,6 +172,7 @@ class LocalCaptioner:
         half counts as much as one that fills the frame), renormalized; one row per image."""
         per_image = [views(image) for image in images]
         batch = torch.from_numpy(np.stack([view for group in per_image for view in group]))
+        batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             probs = self.model(batch).softmax(dim=-1).numpy()
         pooled = probs.reshape(len(images), -1, probs.shape[-1]).max(axis=1)

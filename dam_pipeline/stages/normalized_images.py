@@ -29,7 +29,8 @@ def _normalize_one(
         data = source.read_bytes(raw.key)
     except ObjectGoneError:
         return _quarantine(raw, "deleted from the source after it was listed")
-    content_hash = hashlib.sha256(data).hexdigest()
+    # The folder source hashed the bytes while listing; S3 objects are hashed here, once.
+    content_hash = raw.content_hash or hashlib.sha256(data).hexdigest()
     try:
         decoded = normalize_image(data, max_side=max_side, max_pixels=max_pixels)
     except NormalizeError as exc:

@@ -1,0 +1,118 @@
+"""End-to-end ingest through Dagster on a camera-resolution library, then an unchanged
+re-run. Run in its own process so that its peak RSS is its own.
+
+    python -m bench.ingest --library DIR --data DIR --json OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import dagster as dg
+import psutil
+
+from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.jobs import register_prefixes
+from dam_pipeline.keys import decode_prefix
+from dam_pipeline.settings import Settings
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+class PeakRSS:
+    """Samples this process's resident memory; ``peak_mb`` is the largest seen."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _run(self, interval: float) -> None:
+        process = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, process.memory_info().rss)
+            time.sleep(interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    return {
+        asset: {
+            k: v.value for k, v in m.metadata.items() if isinstance(v.value, int | float | bool)
+        }
+        for asset in ("normalized_images", "captions", "embeddings", "vector_index")
+        for m in result.asset_materializations_for_node(asset)
+    }
+
+
+def run(library: Path, data: Path) -> dict:
+    settings = dataclasses.replace(
+        Settings.from_env(), data_dir=data, source=str(library), chroma_path=data / "chroma"
+    )
+    job = build_definitions(settings).resolve_job_def("ingest_job")
+    with dg.instance_for_test() as instance:
+        (key,) = register_prefixes(instance, settings.open_source())[1]
+        images = sum(1 for _ in settings.open_source().iter_objects(decode_prefix(key)))
+        with PeakRSS() as memory:
+            start = time.perf_counter()
+            first = job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET)
+            first_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        second = job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET)
+        second_seconds = time.perf_counter() - start
+    first_meta, second_meta = _metadata(first), _metadata(second)
+    return {
+        "images": images,
+        "first_run_seconds": round(first_seconds, 2),
+        "images_per_second": round(images / first_seconds, 2),
+        "peak_rss_mb": memory.peak_mb,
+        "max_rss_mb_lifetime": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "stage_seconds": {
+            "normalize": first_meta["normalized_images"].get("seconds_decoding"),
+            "caption": first_meta["captions"].get("seconds_captioning"),
+            "caption_model": first_meta["captions"].get("seconds_model"),
+            "embed": first_meta["embeddings"].get("seconds_embedding"),
+            "index": first_meta["vector_index"].get("seconds_upserting"),
+        },
+        "indexed": first_meta["vector_index"].get("indexed"),
+        "rerun_seconds": round(second_seconds, 2),
+        "rerun_fraction": round(second_seconds / first_seconds, 4),
+        "rerun_model_calls": {
+            "captions_computed": second_meta["captions"].get("computed"),
+            "embeddings_computed": second_meta["embeddings"].get("computed"),
+        },
+        "rerun_reused": second_meta["captions"].get("reused"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--library", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    args.json.write_text(json.dumps(run(args.library, args.data), indent=2))
+
+
+if __name__ == "__main__":
+    main()

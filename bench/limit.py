@@ -1,0 +1,97 @@
+"""What ingest is measured against, on the same photos:
+
+- the limit: decoding plus the captioning model's forward pass alone, batched (no hashing,
+  no normalized copy, no embedding, no index), which no pipeline around it can beat;
+- the naive loop: what the seed designs do, one image at a time through every stage, with
+  a full-resolution decode and one upsert per image.
+
+    python -m bench.limit --library DIR --json OUT [--naive N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from PIL import Image
+from tqdm import tqdm
+
+from dam_pipeline.captioning import LocalCaptioner
+from dam_pipeline.captioning.local import RESIZE_SHORT_SIDE
+from dam_pipeline.embedding import build_embedder
+from dam_pipeline.vector_stores import ChromaVectorStore, VectorRecord
+
+BATCH = 16
+
+
+def _decode_small(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.draft("RGB", (RESIZE_SHORT_SIDE, RESIZE_SHORT_SIDE))
+        return image.convert("RGB")
+
+
+def measure_limit(paths: list[Path], captioner: LocalCaptioner) -> dict:
+    captioner.class_probabilities([_decode_small(paths[0])])  # load and warm the model
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        for offset in tqdm(range(0, len(paths), BATCH), desc="limit", unit="batch", leave=False):
+            images = list(pool.map(_decode_small, paths[offset : offset + BATCH]))
+            captioner.class_probabilities(images)
+    seconds = time.perf_counter() - start
+    return {
+        "images": len(paths),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(len(paths) / seconds, 2),
+    }
+
+
+def measure_naive(paths: list[Path], captioner: LocalCaptioner) -> dict:
+    embedder = build_embedder()
+    embedder.embed_query("warm up")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ChromaVectorStore("naive", path=Path(tmp))
+        start = time.perf_counter()
+        for index, path in enumerate(tqdm(paths, desc="naive loop", unit="img", leave=False)):
+            with Image.open(path) as image:
+                full = image.convert("RGB")  # full resolution, as the seed designs decode
+            (caption,) = captioner.caption_batch([full])
+            vector = embedder.embed_documents([caption.text])[0]
+            store.upsert(
+                [
+                    VectorRecord(
+                        str(index), vector, caption.text, {"partition": "p", "key": path.name}
+                    )
+                ]
+            )
+        seconds = time.perf_counter() - start
+    return {
+        "images": len(paths),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(len(paths) / seconds, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--library", type=Path, required=True)
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--naive", type=int, default=20, help="images for the naive loop")
+    args = parser.parse_args()
+    paths = sorted(args.library.rglob("*.jpg"))
+    captioner = LocalCaptioner(ocr="auto")
+    result = {
+        "limit": measure_limit(paths, captioner),
+        "naive": measure_naive(paths[: args.naive], captioner),
+    }
+    args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

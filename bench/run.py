@@ -1,0 +1,269 @@
+"""``make bench``: every benchmark in one run, side by side, written to
+``bench/results/<date>.json`` and ``.md``, and into the README's results section.
+
+    python -m bench.run --quick            # minutes: a small library, for development
+    python -m bench.run --full             # the figures in the README (2,000 photos)
+    python -m bench.run --eval-set DIR     # retrieval quality on another captions.jsonl set
+
+Each measurement runs in its own process so that its memory and timing are its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from bench.library import make_camera_library
+from bench.retrieval_quality import DEFAULT_EVAL_SET
+
+PROJECT = Path(__file__).resolve().parent.parent
+RESULTS = PROJECT / "bench" / "results"
+README = PROJECT / "README.md"
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+MODES = {
+    "quick": {"images": 24, "naive": 6, "sizes": [1000, 10000]},
+    "full": {"images": 2000, "naive": 20, "sizes": [1000, 10000, 100000]},
+}
+TARGETS = {
+    "vs_limit": 0.7,
+    "vs_naive": 3.0,
+    "rerun_fraction": 0.10,
+    "peak_rss_mb": 1536,
+    "p95_ms_100k": 100,
+}
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _module(name: str, *args: str) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(PROJECT)}
+    subprocess.run([sys.executable, "-m", name, *args], check=True, cwd=PROJECT, env=env)
+
+
+def run(
+    mode: str,
+    eval_set: Path | None,
+    work: Path,
+    images: int | None = None,
+    naive: int | None = None,
+    sizes: list[int] | None = None,
+) -> dict:
+    config = {**MODES[mode]}
+    config["images"] = images or config["images"]
+    config["naive"] = naive or config["naive"]
+    config["sizes"] = sizes or config["sizes"]
+    library = work / "library" / "camera"
+    make_camera_library(library, config["images"])
+    out = {}
+    shutil.rmtree(work / "data", ignore_errors=True)  # a first run starts from nothing
+    _module(
+        "bench.ingest",
+        "--library",
+        str(library.parent),
+        "--data",
+        str(work / "data"),
+        "--json",
+        str(work / "ingest.json"),
+    )
+    out["ingest"] = json.loads((work / "ingest.json").read_text())
+    _module(
+        "bench.limit",
+        "--library",
+        str(library),
+        "--json",
+        str(work / "limit.json"),
+        "--naive",
+        str(config["naive"]),
+    )
+    out.update(json.loads((work / "limit.json").read_text()))
+    _module(
+        "bench.query_latency",
+        "--sizes",
+        *map(str, config["sizes"]),
+        "--json",
+        str(work / "latency.json"),
+    )
+    out["query_latency"] = json.loads((work / "latency.json").read_text())
+    if eval_set and (eval_set / "captions.jsonl").exists():
+        _module(
+            "bench.retrieval_quality",
+            "--eval-set",
+            str(eval_set),
+            "--json",
+            str(work / "quality.json"),
+        )
+        out["retrieval_quality"] = json.loads((work / "quality.json").read_text())
+    e2e = out["ingest"]["images_per_second"]
+    out["ratios"] = {
+        "vs_limit": round(e2e / out["limit"]["images_per_second"], 3),
+        "vs_naive": round(e2e / out["naive"]["images_per_second"], 2),
+    }
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": mode,
+        "config": config,
+        "machine": machine(),
+        "targets": TARGETS,
+        **out,
+    }
+
+
+def _met(value: float, target: float, higher_is_better: bool = True) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "**missed**"
+
+
+def markdown(result: dict) -> str:
+    m, ingest, ratios = result["machine"], result["ingest"], result["ratios"]
+    limit, naive = result["limit"], result["naive"]
+    calls = ingest["rerun_model_calls"]
+    rows = [
+        (
+            f"ingest, end to end ({ingest['images']} photos of 12 MP)",
+            f"{ingest['images_per_second']} img/s",
+            "",
+        ),
+        (
+            "limit: decode + caption model forward, batched",
+            f"{limit['images_per_second']} img/s",
+            "",
+        ),
+        (
+            "naive loop: full decode, one image at a time, one upsert each "
+            f"({naive['images']} photos)",
+            f"{naive['images_per_second']} img/s",
+            "",
+        ),
+        (
+            "end to end / limit",
+            str(ratios["vs_limit"]),
+            f"≥ {TARGETS['vs_limit']} ({_met(ratios['vs_limit'], TARGETS['vs_limit'])})",
+        ),
+        (
+            "end to end / naive loop",
+            f"{ratios['vs_naive']}×",
+            f"≥ {TARGETS['vs_naive']}× ({_met(ratios['vs_naive'], TARGETS['vs_naive'])})",
+        ),
+        (
+            "unchanged re-run / first run",
+            f"{ingest['rerun_fraction']:.1%} "
+            f"({ingest['rerun_seconds']} s of {ingest['first_run_seconds']} s)",
+            f"< 10% ({_met(ingest['rerun_fraction'], 0.10, False)})",
+        ),
+        (
+            "model calls in the re-run (captions + embeddings computed)",
+            f"{calls['captions_computed']} + {calls['embeddings_computed']}",
+            "0",
+        ),
+        (
+            f"peak RSS while indexing {ingest['images']} photos",
+            f"{ingest['peak_rss_mb']} MB",
+            f"≤ 1536 MB ({_met(ingest['peak_rss_mb'], 1536, False)})",
+        ),
+    ]
+    for row in result["query_latency"]:
+        target = (
+            f"< 100 ms ({_met(row['p95_ms'], 100, False)})" if row["vectors"] >= 100_000 else ""
+        )
+        rows.append(
+            (
+                f"search latency at {row['vectors']:,} vectors, p50 / p95 (with a prefix filter)",
+                f"{row['p50_ms']} / {row['p95_ms']} ms ({row['filtered_p50_ms']} / "
+                f"{row['filtered_p95_ms']} ms)",
+                target,
+            )
+        )
+    quality = result.get("retrieval_quality")
+    for mode, scores in (quality or {}).get("modes", {}).items():
+        rows.append(
+            (
+                f"retrieval on {Path(quality['eval_set']).name} ({quality['images']} photos, "
+                f"{quality['captioner']} captioner, {mode}): R@1 / R@5 / R@10 / MRR",
+                " / ".join(str(scores[k]) for k in ("recall@1", "recall@5", "recall@10", "mrr")),
+                "",
+            )
+        )
+    head = (
+        f"Measured {result['date'][:10]} ({result['mode']} mode) on {m['cores']} cores, "
+        f"{m['memory_gb']} GB, {m['cpu']}; Python {m['python']}, torch {m['torch']}."
+    )
+    table = ["| measure | result | target |", "|---|---|---|"]
+    table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    stages = ", ".join(f"{k} {v}" for k, v in ingest["stage_seconds"].items())
+    return "\n".join([head, "", *table, "", f"Where the ingest time goes (s): {stages}"]) + "\n"
+
+
+def update_readme(table: str) -> None:
+    text = README.read_text()
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        _, tail = rest.split(MARK_END, 1)
+        README.write_text(f"{head}{MARK_START}\n{table}{MARK_END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", dest="mode", const="quick")
+    group.add_argument("--full", action="store_const", dest="mode", const="full")
+    parser.add_argument(
+        "--eval-set", type=Path, default=DEFAULT_EVAL_SET if DEFAULT_EVAL_SET.exists() else None
+    )
+    parser.add_argument("--images", type=int, help="override the library size")
+    parser.add_argument("--naive", type=int, help="override the naive-loop subset")
+    parser.add_argument("--sizes", type=int, nargs="+", help="override the latency index sizes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--work", type=Path, help="keep the photos and data here (default: temporary)"
+    )
+    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    args = parser.parse_args()
+    mode = args.mode or "quick"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = run(mode, args.eval_set, work, args.images, args.naive, args.sizes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{result['date'][:10]}-{mode}"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    (args.out / f"{stem}.md").write_text(table)
+    if not args.no_readme:
+        update_readme(table)
+    print(table)
+    print(f"Results: {args.out / (stem + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
