@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dam_pipeline.embedding import build_embedder
-from dam_pipeline.retrieval import search
+from dam_pipeline.retrieval import Filters, search
 from dam_pipeline.vector_stores import ChromaVectorStore, VectorRecord
 
 QUERIES = [
@@ -66,16 +66,23 @@ def measure(count: int, repeats: int = 60) -> dict:
         store = ChromaVectorStore(f"latency-{count}", path=Path(tmp))
         fill(store, count, dimension, embedder.fingerprint)
         for query in QUERIES:  # warm: model, index pages, caches
-            search(query, embedder, store, top_k=10)
+            search(query, embedder, store, top_k=10, mode="dense")
         timings = []
         for i in range(repeats):
             start = time.perf_counter()
-            search(QUERIES[i % len(QUERIES)], embedder, store, top_k=10)
+            search(QUERIES[i % len(QUERIES)], embedder, store, top_k=10, mode="dense")
             timings.append((time.perf_counter() - start) * 1000)
         filtered = []
         for i in range(repeats // 2):
             start = time.perf_counter()
-            search(QUERIES[i % len(QUERIES)], embedder, store, top_k=10, partitions=["p1", "p2"])
+            search(
+                QUERIES[i % len(QUERIES)],
+                embedder,
+                store,
+                top_k=10,
+                filters=Filters(prefixes=("p1", "p2")),
+                mode="dense",
+            )
             filtered.append((time.perf_counter() - start) * 1000)
     return {
         "vectors": count,

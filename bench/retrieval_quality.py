@@ -88,8 +88,11 @@ def evaluate(
     return rank_metrics(ranks)
 
 
-def dense_ranker(settings: Settings, depth: int) -> Callable[[str], list[str]]:
-    return lambda question: [hit.key for hit in search(question, top_k=depth, settings=settings)]
+def ranker(settings: Settings, depth: int, mode: str) -> Callable[[str], list[str]]:
+    return lambda question: [
+        hit.key
+        for hit in search(question, top_k=depth, settings=settings, mode=mode, min_score=-1.0)
+    ]
 
 
 def run(eval_set: Path, captioner: str = "local", data_dir: Path | None = None) -> dict:
@@ -104,7 +107,10 @@ def run(eval_set: Path, captioner: str = "local", data_dir: Path | None = None) 
             captioner=captioner,
         )
         indexed = index_eval_set(eval_set, rows, settings)
-        modes = {"dense": evaluate(rows, dense_ranker(settings, len(rows)), "dense")}
+        modes = {
+            mode: evaluate(rows, ranker(settings, len(rows), mode), mode)
+            for mode in ("dense", "keyword", "hybrid")
+        }
     return {
         "eval_set": str(eval_set),
         "images": len(rows),

@@ -3,8 +3,10 @@
 dam demo                      build the demo library, ingest it through Dagster, ask once
 dam prefixes                  register the source's prefixes as Dagster partitions
 dam ingest [--prefix P ...]   materialize every asset for every (or the given) prefix
-dam search "a red car"        the best-matching images
+dam search "a red car"        the best-matching images (--mode, --from/--to, --tag)
 dam ask "is there a cat?"     a grounded answer that cites the images
+dam similar --key K | --image F   more like this
+dam duplicates                groups of near-duplicate images
 dam reset-index               empty the vector index (to re-index with another model)
 """
 
@@ -16,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -23,6 +26,7 @@ from dotenv import load_dotenv
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from dam_pipeline.retrieval.search import MODES
 from dam_pipeline.settings import Settings
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -119,27 +123,69 @@ def _print_hits(hits, as_json: bool) -> None:
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline import api
 
-    hits = api.search(
-        args.question,
+    hits = api.search(args.question, top_k=args.top_k, settings=settings, **_search_options(args))
+    if not hits and not args.json:
+        print(f"No image matches {args.question!r} (min score {args.min_score}).")
+        return 0
+    _print_hits(hits, args.json)
+    return 0
+
+
+def _search_options(args: argparse.Namespace) -> dict:
+    return {
+        "prefixes": args.prefix,
+        "min_score": args.min_score,
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "tags": args.tag,
+        "mode": args.mode,
+    }
+
+
+def cmd_similar(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline import api
+
+    hits = api.similar(
+        key=args.key,
+        image=args.image,
         top_k=args.top_k,
+        settings=settings,
         prefixes=args.prefix,
         min_score=args.min_score,
-        settings=settings,
     )
     _print_hits(hits, args.json)
+    return 0
+
+
+def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline import api
+
+    groups = api.duplicates(args.prefix, args.max_distance, settings=settings)
+    if args.json:
+        payload = [{"keys": g.keys, "similarity": g.similarity} for g in groups]
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+        return 0
+    if not groups:
+        print("No near-duplicates found.")
+    for group in groups:
+        print(f"{len(group.keys)} images, similarity ≥ {group.similarity:.2f}:")
+        for key in group.keys:
+            print(f"    {key}")
     return 0
 
 
 def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline import api
 
-    answer = api.ask(args.question, top_k=args.top_k, prefixes=args.prefix, settings=settings)
+    answer = api.ask(args.question, top_k=args.top_k, settings=settings, **_search_options(args))
     if args.json:
         payload = {
             "question": answer.question,
             "answer": answer.text,
             "cited": [answer.sources[n - 1].key for n in answer.cited],
             "sources": [hit.__dict__ for hit in answer.sources],
+            "reasoner": answer.reasoner,
+            "error": answer.error,
         }
         print(json.dumps(payload, ensure_ascii=False, indent=2))
         return 0
@@ -199,6 +245,13 @@ def cmd_query_job(settings: Settings, question: str, top_k: int = 5) -> None:
         print(f"  {hit['rank']}. {hit['key']:38} score {hit['score']:.3f}  {hit['caption']}")
 
 
+def _add_common(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-k", "--top-k", type=int, default=5)
+    command.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
+    command.add_argument("--min-score", type=float, default=0.0, help="minimum similarity")
+    command.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -222,12 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = sub.add_parser(name, help=text)
         command.add_argument("question")
-        command.add_argument("-k", "--top-k", type=int, default=5)
-        command.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
-        command.add_argument("--json", action="store_true", help="machine-readable output")
-        if name == "search":
-            command.add_argument("--min-score", type=float, default=0.0)
+        _add_common(command)
+        command.add_argument(
+            "--mode", choices=MODES, help="retrieval mode (default: DAM_SEARCH_MODE)"
+        )
+        command.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
+        command.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD")
+        command.add_argument("--tag", action="append", help="require this tag (repeatable)")
         command.set_defaults(func=func)
+
+    similar = sub.add_parser("similar", help="images like an indexed one or a new file")
+    target = similar.add_mutually_exclusive_group(required=True)
+    target.add_argument("--key", help="the key of an indexed image")
+    target.add_argument("--image", help="the path of an image file")
+    _add_common(similar)
+    similar.set_defaults(func=cmd_similar)
+
+    dupes = sub.add_parser("duplicates", help="groups of near-duplicate images")
+    dupes.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
+    dupes.add_argument("--max-distance", type=int, default=6, help="Hamming bits (of 64)")
+    dupes.add_argument("--json", action="store_true", help="machine-readable output")
+    dupes.set_defaults(func=cmd_duplicates)
 
     reset = sub.add_parser("reset-index", help="delete every vector (to re-index)")
     reset.add_argument("--yes", action="store_true")

@@ -53,6 +53,8 @@ class NormalizedImage:
     reason: str | None = None
     max_side: int = 0
     last_modified: str = ""
+    dhash: str = ""
+    """Perceptual hash of the normalized image (near-duplicate search)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class CaptionRecord:
     """provider/model/prompt-version fingerprint: a change re-captions."""
     reason: str | None = None
     last_modified: str = ""
+    dhash: str = ""
 
 
 @dataclass(frozen=True)

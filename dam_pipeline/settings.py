@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from dam_pipeline.captioning import Captioner
     from dam_pipeline.embedding import Embedder
+    from dam_pipeline.reasoning import Reasoner
     from dam_pipeline.sources import Source
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -85,6 +87,11 @@ class Settings:
     pinecone_namespace: str = ""
     collection: str = "dam_images"
     reasoner: str = "extractive"
+    reasoner_model: str = ""
+    reasoner_base_url: str = ""
+    reasoner_vision: bool = False
+    llm_timeout: float = 30.0
+    search_mode: str = "dense"
     max_delete_share: float = 0.5
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
 
@@ -120,6 +127,11 @@ class Settings:
             pinecone_namespace=_env("PINECONE_NAMESPACE", ""),
             collection=_env("DAM_COLLECTION", "dam_images"),
             reasoner=_env("DAM_REASONER", "extractive"),
+            reasoner_model=_env("DAM_REASONER_MODEL", ""),
+            reasoner_base_url=_env("DAM_REASONER_BASE_URL", ""),
+            reasoner_vision=_env("DAM_REASONER_VISION", "0").lower() in ("1", "true", "yes"),
+            llm_timeout=_env_float("DAM_LLM_TIMEOUT", 30.0),
+            search_mode=_env("DAM_SEARCH_MODE", "dense"),
             max_delete_share=_env_float("DAM_MAX_DELETE_SHARE", 0.5),
             workers=_env_int("DAM_WORKERS", min(4, os.cpu_count() or 1)),
         )
@@ -127,6 +139,32 @@ class Settings:
     @property
     def layout(self) -> DataLayout:
         return DataLayout(self.data_dir)
+
+    def build_reasoner(self) -> Reasoner:
+        from dam_pipeline.reasoning import build_reasoner
+
+        key = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}.get(self.reasoner, "")
+        return build_reasoner(
+            self.reasoner,
+            self.reasoner_model,
+            os.environ.get(key, "") if key else "",
+            self.reasoner_base_url,
+            self.reasoner_vision,
+            self.llm_timeout,
+        )
+
+    def build_captioner(self) -> Captioner:
+        from dam_pipeline.captioning import build_captioner
+
+        key = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}.get(self.captioner, "")
+        return build_captioner(
+            self.captioner,
+            model=self.captioner_model,
+            api_key=os.environ.get(key, "") if key else "",
+            base_url=self.captioner_base_url,
+            concurrency=self.captioner_concurrency,
+            ocr=self.ocr,
+        )
 
     def build_embedder(self) -> Embedder:
         from dam_pipeline.embedding import build_embedder
@@ -178,6 +216,11 @@ class DataLayout:
     @property
     def cache(self) -> Path:
         return self.root / "cache" / "content_cache.sqlite"
+
+    @property
+    def keywords(self) -> Path:
+        """The BM25 keyword index (SQLite FTS5), kept beside the vector index."""
+        return self.root / "index" / "keywords.sqlite"
 
     @property
     def chroma(self) -> Path:

@@ -12,6 +12,7 @@ from dam_pipeline.vector_stores import (
     PineconeVectorStore,
     VectorRecord,
 )
+from dam_pipeline.vector_stores.base import StoreFilter
 from dam_pipeline.vector_stores.pinecone_store import MAX_METADATA_BYTES, fit_metadata
 from dam_pipeline_tests.pinecone_server import PineconeIndexServer
 from dam_pipeline_tests.servers import chroma_server
@@ -60,7 +61,7 @@ def test_upserts_are_idempotent_and_partitions_separate(store) -> None:
     assert store.count() == 8
     assert len(store.list_partition("a")) == 5 and len(store.list_partition("b ✨")) == 3
     target = records("a", 5)[2]
-    hits = store.query(target.vector, top_k=3, partitions=["a"])
+    hits = store.query(target.vector, top_k=3, where=StoreFilter(partitions=("a",)))
     assert hits[0].id == target.id and hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert all(h.metadata["partition"] == "a" for h in hits)
     assert hits[0].document == "photo 2"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dam_pipeline.captioning.vision_llm import ChatVisionCaptioner
+from dam_pipeline.llm_clients import openai_client
 
 
 class OpenAICompatibleCaptioner(ChatVisionCaptioner):
@@ -17,16 +18,9 @@ class OpenAICompatibleCaptioner(ChatVisionCaptioner):
         attempts: int = 5,
         timeout: float = 60.0,
     ) -> None:
-        import openai
-
         if not model:
             raise ValueError(
                 "The OpenAI-compatible captioner needs a model name (DAM_CAPTIONER_MODEL)."
             )
         super().__init__(model, concurrency=concurrency, attempts=attempts)
-        self.client = openai.OpenAI(
-            api_key=api_key or "not-needed",  # local servers (Ollama, vLLM) accept any key
-            base_url=base_url or None,
-            timeout=timeout,
-            max_retries=0,
-        )
+        self.client = openai_client(base_url, api_key, timeout)

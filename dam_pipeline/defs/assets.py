@@ -104,6 +104,7 @@ def vector_index(
         source_id=source.open().source_id,
         partition_key=context.partition_key,
         max_delete_share=vector_store.max_delete_share,
+        keywords=storage.keyword_index(),
     )
     if manifest.summary.get("deletion_blocked"):
         context.log.error(

@@ -1,20 +1,28 @@
 """Jobs: ingest a partition, register the prefixes that exist, and answer a question."""
 
+from datetime import date
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field
 
 from dam_pipeline.defs.assets import image_library_assets
-from dam_pipeline.defs.metadata import answer_markdown, image_thumbnail
+from dam_pipeline.defs.metadata import answer_markdown, thumbnail_data_uri
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import (
+    CaptionerResource,
     EmbedderResource,
     ReasonerResource,
     SourceResource,
+    StorageResource,
     VectorStoreResource,
 )
-from dam_pipeline.keys import encode_prefix
-from dam_pipeline.retrieval import search
+from dam_pipeline.keys import encode_prefix, vector_id
+from dam_pipeline.reasoning import Answer
+from dam_pipeline.retrieval import Filters, search
+from dam_pipeline.retrieval.similar import similar_to_indexed, similar_to_vector, vector_for_image
 from dam_pipeline.sources import Source
+from dam_pipeline.sources.base import partition_of
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -49,10 +57,28 @@ def discover_prefixes_job() -> None:
 
 
 class QueryConfig(dg.Config):
-    question: str = Field(description="What to look for, in plain words.")
+    mode: str = Field(
+        default="ask", description="ask (an answer citing images), search or similar."
+    )
+    question: str = Field(default="", description="What to look for, in plain words.")
+    key: str = Field(default="", description="similar: the key of an indexed image.")
+    image_path: str = Field(default="", description="similar: a new image file to compare.")
+    retrieval: str = Field(default="dense", description="dense, hybrid or keyword.")
     top_k: int = Field(default=5, description="How many images to retrieve.")
     prefixes: list[str] = Field(default_factory=list, description="Limit to these prefixes.")
+    tags: list[str] = Field(default_factory=list, description="Require all these tags.")
+    date_from: str = Field(default="", description="YYYY-MM-DD, on the date taken (else modified).")
+    date_to: str = Field(default="", description="YYYY-MM-DD, inclusive.")
     min_score: float = Field(default=0.0, description="Drop hits under this similarity.")
+
+    def filters(self) -> Filters:
+        return Filters(
+            prefixes=tuple(self.prefixes),
+            date_from=date.fromisoformat(self.date_from) if self.date_from else None,
+            date_to=date.fromisoformat(self.date_to) if self.date_to else None,
+            tags=tuple(self.tags),
+            min_score=self.min_score,
+        )
 
 
 @dg.op
@@ -60,23 +86,45 @@ def answer_question(
     context: dg.OpExecutionContext,
     config: QueryConfig,
     source: SourceResource,
+    storage: StorageResource,
+    captioner: CaptionerResource,
     embedder: EmbedderResource,
     vector_store: VectorStoreResource,
     reasoner: ReasonerResource,
 ) -> dict:
-    """Retrieve the closest images, then answer from their captions only, citing them."""
-    opened = source.open()
-    hits = search(
-        config.question,
-        embedder.build(),
-        vector_store.open(),
-        top_k=config.top_k,
-        partitions=[encode_prefix(p) for p in config.prefixes] or None,
-        min_score=config.min_score,
-        url_for=opened.url_for,
-    )
-    answer = reasoner.build().answer(config.question, hits)
-    thumbnails = {hit.key: uri for hit in hits if (uri := image_thumbnail(hit.url))}
+    """Search, ask (search, then answer from the captions only, citing them) or find
+    similar images; the result shows as markdown in the run's metadata."""
+    if config.mode not in ("ask", "search", "similar"):
+        raise dg.Failure(f"mode must be ask, search or similar, not {config.mode!r}")
+    opened, store = source.open(), vector_store.open()
+    if config.mode == "similar":
+        hits = _similar(config, opened, store, storage, captioner, embedder)
+        title = f"Images like {config.key or config.image_path}"
+        answer = Answer(title, f"{len(hits)} similar images.", hits, [], "similar")
+    else:
+        if not config.question.strip():
+            raise dg.Failure("The question is empty: set ops.answer_question.config.question")
+        hits = search(
+            config.question,
+            embedder.build(),
+            store,
+            top_k=config.top_k,
+            filters=config.filters(),
+            mode=config.retrieval,
+            keywords=storage.keyword_index(),
+            url_for=opened.url_for,
+        )
+        if config.mode == "search":
+            summary = f"{len(hits)} images match." if hits else "No image matches well enough."
+            answer = Answer(config.question, summary, hits, [], "search")
+        else:
+            answer = reasoner.build().answer(config.question, hits)
+    objects = storage.object_store()
+    thumbnails = {
+        hit.key: thumbnail_data_uri(objects, hit.normalized_hash)
+        for hit in hits
+        if objects.has(hit.normalized_hash)
+    }
     context.add_output_metadata(
         {
             "answer": dg.MetadataValue.md(answer_markdown(answer, thumbnails)),
@@ -88,8 +136,27 @@ def answer_question(
         "question": answer.question,
         "answer": answer.text,
         "cited": answer.cited,
+        "error": answer.error,
         "hits": [hit.__dict__ for hit in hits],
     }
+
+
+def _similar(config, source, store, storage, captioner, embedder) -> list:
+    if bool(config.key) == bool(config.image_path):
+        raise dg.Failure("similar needs exactly one of key or image_path")
+    if config.key:
+        partition = encode_prefix(partition_of(config.key, source.depth))
+        return similar_to_indexed(
+            vector_id(source.source_id, config.key),
+            partition,
+            store,
+            config.top_k,
+            config.filters(),
+            source.url_for,
+        )
+    data = Path(config.image_path).expanduser().read_bytes()
+    vector = vector_for_image(data, storage.max_side, captioner.build(), embedder.build())
+    return similar_to_vector(vector, store, config.top_k, config.filters(), url_for=source.url_for)
 
 
 @dg.job(description="Search the index and answer a question about the images.")

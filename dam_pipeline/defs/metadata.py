@@ -7,7 +7,6 @@ import io
 from typing import Any
 
 import dagster as dg
-from PIL import Image
 
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import Manifest
@@ -89,17 +88,3 @@ def answer_markdown(answer: Answer, thumbnails: dict[str, str] | None = None) ->
         cells = [f"S{number}", image, _cell(hit.key), f"{hit.score:.3f}", _cell(hit.caption)]
         lines.append(f"| {' | '.join(cells)} | {_cell(hit.url)} |")
     return "\n".join(lines)
-
-
-def image_thumbnail(path_or_url: str) -> str | None:
-    """A data URI thumbnail of a local file, or None when it cannot be read."""
-    try:
-        with Image.open(path_or_url) as image:
-            image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-            image = image.convert("RGB")
-            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-            out = io.BytesIO()
-            image.save(out, format="JPEG", quality=70)
-    except (OSError, ValueError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")

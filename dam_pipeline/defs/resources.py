@@ -18,6 +18,7 @@ from dam_pipeline.embedding import Embedder, build_embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import Manifest, manifest_path, read_manifest_if_exists, write_manifest
 from dam_pipeline.reasoning import Reasoner, build_reasoner
+from dam_pipeline.retrieval import KeywordIndex
 from dam_pipeline.settings import DataLayout, Settings
 from dam_pipeline.sources import Source, open_source
 from dam_pipeline.vector_stores import VectorStore, open_vector_store
@@ -61,6 +62,9 @@ class StorageResource(dg.ConfigurableResource):
 
     def cache(self) -> ContentCache:
         return ContentCache(self.layout.cache)
+
+    def keyword_index(self) -> KeywordIndex:
+        return KeywordIndex(self.layout.keywords)
 
     def previous_manifest(self, asset: str, partition_key: str) -> Manifest | None:
         """What this asset wrote for the partition last time: the basis of incremental runs."""
@@ -139,10 +143,19 @@ class VectorStoreResource(dg.ConfigurableResource):
 
 
 class ReasonerResource(dg.ConfigurableResource):
+    """``extractive`` (offline), ``groq`` (Llama-3.3) or ``openai`` (any compatible endpoint)."""
+
     kind: str = "extractive"
+    model: str = ""
+    base_url: str = ""
+    api_key: str | None = None
+    vision: bool = False
+    timeout: float = 30.0
 
     def build(self) -> Reasoner:
-        return build_reasoner(self.kind)
+        return build_reasoner(
+            self.kind, self.model, self.api_key or "", self.base_url, self.vision, self.timeout
+        )
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):
@@ -235,6 +248,13 @@ def resources_from_env(settings: Settings | None = None) -> dict[str, dg.Configu
             pinecone_namespace=settings.pinecone_namespace,
             max_delete_share=settings.max_delete_share,
         ),
-        "reasoner": ReasonerResource(kind=settings.reasoner),
+        "reasoner": ReasonerResource(
+            kind=settings.reasoner,
+            model=settings.reasoner_model,
+            base_url=settings.reasoner_base_url,
+            api_key=_secret(PROVIDER_KEYS.get(settings.reasoner, "")),
+            vision=settings.reasoner_vision,
+            timeout=settings.llm_timeout,
+        ),
         "manifest_io_manager": ManifestIOManager(base_dir=str(settings.layout.manifests)),
     }

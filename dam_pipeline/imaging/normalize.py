@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 try:  # HEIC/HEIF/AVIF support is a plugin; without it such files are quarantined.
@@ -45,6 +46,7 @@ class DecodedImage:
     original_height: int
     source_format: str
     exif: dict[str, Any] = field(default_factory=dict)
+    dhash: str = ""
 
 
 def _sniff_non_image(data: bytes) -> str | None:
@@ -149,6 +151,7 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
 
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    fingerprint = dhash(image)
     return DecodedImage(
         jpeg=out.getvalue(),
         width=image.width,
@@ -157,4 +160,13 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
         original_height=original_size[1],
         source_format=source_format,
         exif=exif,
+        dhash=fingerprint,
     )
+
+
+def dhash(image: Image.Image) -> str:
+    """A 64-bit difference hash: survives re-encoding, resizing and small edits, so near
+    duplicates are found by Hamming distance rather than by their (different) bytes."""
+    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"

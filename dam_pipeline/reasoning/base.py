@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +18,10 @@ class Answer:
     cited: list[int] = field(default_factory=list)
     """1-based source numbers the answer cites."""
     reasoner: str = ""
+    error: str = ""
+    """Why the language model could not answer (the hits are still in ``sources``)."""
+    dropped_citations: list[int] = field(default_factory=list)
+    """Citations of sources that do not exist, removed from the text."""
 
     @property
     def cited_hits(self) -> list[Hit]:
@@ -27,4 +31,8 @@ class Answer:
 class Reasoner(Protocol):
     name: str
 
-    def answer(self, question: str, sources: Sequence[Hit]) -> Answer: ...
+    def answer(
+        self, question: str, sources: Sequence[Hit], images: Mapping[int, bytes] | None = None
+    ) -> Answer:
+        """``images``: source number -> JPEG, for reasoners that can look at them."""
+        ...

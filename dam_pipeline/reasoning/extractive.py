@@ -8,7 +8,7 @@ nothing in them is followed, only quoted.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dam_pipeline.reasoning.base import Answer
 from dam_pipeline.retrieval import Hit
@@ -109,7 +109,9 @@ def _quote(caption: str) -> str:
 class ExtractiveReasoner:
     name = "extractive"
 
-    def answer(self, question: str, sources: Sequence[Hit]) -> Answer:
+    def answer(
+        self, question: str, sources: Sequence[Hit], images: Mapping[int, bytes] | None = None
+    ) -> Answer:
         sources = list(sources)
         relevant = [h for h in sources if h.score >= MIN_RELEVANT_SCORE]
         if not relevant:

@@ -1,5 +1,14 @@
-"""Retrieval: from a question to ranked images."""
+"""Retrieval: from a question (or an image) to ranked images."""
 
-from dam_pipeline.retrieval.search import Hit, search
+from dam_pipeline.retrieval.keyword_index import KeywordDocument, KeywordIndex
+from dam_pipeline.retrieval.search import MODES, Filters, Hit, reciprocal_rank_fusion, search
 
-__all__ = ["Hit", "search"]
+__all__ = [
+    "MODES",
+    "Filters",
+    "Hit",
+    "KeywordDocument",
+    "KeywordIndex",
+    "reciprocal_rank_fusion",
+    "search",
+]

@@ -1,13 +1,62 @@
-"""Dense retrieval over the vector index, with partition filters and a score floor."""
+"""Retrieval: dense (vector index), keyword (BM25) or both fused by reciprocal rank.
+
+Filters narrow by prefix and date inside the stores, and by tags after retrieval (from a
+wider candidate pool). A minimum score keeps noise out: an empty answer is better than
+unrelated images, and callers say so.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+
+import numpy as np
 
 from dam_pipeline.embedding import Embedder
+from dam_pipeline.keys import encode_prefix
+from dam_pipeline.retrieval.keyword_index import KeywordIndex
 from dam_pipeline.vector_stores import IncompatibleIndexError, VectorStore
-from dam_pipeline.vector_stores.base import reindex_hint
+from dam_pipeline.vector_stores.base import Metadata, StoreFilter, reindex_hint
+
+MODES = ("dense", "hybrid", "keyword")
+RRF_K = 60
+"""Reciprocal-rank fusion constant (Cormack et al.): 1 / (k + rank) from each list."""
+MIN_POOL = 50
+KEYWORD_WEIGHT = float(os.environ.get("DAM_KEYWORD_WEIGHT", "0.25"))
+
+
+@dataclass(frozen=True)
+class Filters:
+    prefixes: Sequence[str] = ()
+    date_from: date | None = None
+    date_to: date | None = None
+    tags: Sequence[str] = ()
+    min_score: float = 0.0
+    """Cosine similarity a hit needs, unless it matched the question's words."""
+
+    def store_filter(self) -> StoreFilter:
+        return StoreFilter(
+            partitions=tuple(encode_prefix(p) for p in self.prefixes),
+            date_from=_epoch(self.date_from, time.min),
+            date_to=_epoch(self.date_to, time.max),
+        )
+
+    def accepts(self, metadata: Metadata) -> bool:
+        """The filters the stores cannot apply (tags), and the date for keyword-only hits."""
+        tags = set(str(metadata.get("tags", "")).lower().split())
+        if any(tag.lower() not in tags for tag in self.tags):
+            return False
+        when = metadata.get("date_ts")
+        low, high = self.store_filter().date_from, self.store_filter().date_to
+        if low is not None and (when is None or when < low):
+            return False
+        return not (high is not None and (when is None or when > high))
+
+
+def _epoch(day: date | None, at: time) -> int | None:
+    return None if day is None else int(datetime.combine(day, at, tzinfo=UTC).timestamp())
 
 
 @dataclass(frozen=True)
@@ -15,11 +64,59 @@ class Hit:
     rank: int
     key: str
     score: float
+    """Cosine similarity to the question (BM25 score in keyword mode)."""
     caption: str
     partition: str
     url: str
     tags: list[str] = field(default_factory=list)
     vector_id: str = ""
+    matched: str = "dense"
+    """How it was found: dense, keyword or both."""
+    date: str = ""
+    normalized_hash: str = ""
+
+
+def hit_from(
+    metadata: Metadata,
+    vector_id: str,
+    score: float,
+    rank: int,
+    url_for: Callable[[str], str] | None,
+    matched: str = "dense",
+) -> Hit:
+    key = str(metadata.get("key", ""))
+    return Hit(
+        rank=rank,
+        key=key,
+        score=round(float(score), 4),
+        caption=str(metadata.get("caption", "")),
+        partition=str(metadata.get("partition", "")),
+        url=url_for(key) if url_for else key,
+        tags=str(metadata.get("tags", "")).split(),
+        vector_id=vector_id,
+        matched=matched,
+        date=str(metadata.get("date", "")),
+        normalized_hash=str(metadata.get("normalized_hash", "")),
+    )
+
+
+def _check_binding(store: VectorStore, embedder: Embedder, query_vector: np.ndarray) -> None:
+    bound = store.binding()
+    wanted = (embedder.fingerprint, int(query_vector.shape[0]))
+    if bound is not None and bound != wanted:
+        raise IncompatibleIndexError(reindex_hint(bound[0], bound[1], *wanted))
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], weights: Sequence[float] | None = None, k: int = RRF_K
+) -> list[str]:
+    """Fuse ranked lists: each item scores sum(weight / (k + rank)) over the lists."""
+    weights = weights or [1.0] * len(rankings)
+    scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for position, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + position)
+    return sorted(scores, key=lambda item: -scores[item])
 
 
 def search(
@@ -27,39 +124,75 @@ def search(
     embedder: Embedder,
     store: VectorStore,
     top_k: int = 5,
-    partitions: Sequence[str] | None = None,
-    min_score: float = 0.0,
+    filters: Filters | None = None,
+    mode: str = "dense",
+    keywords: KeywordIndex | None = None,
     url_for: Callable[[str], str] | None = None,
 ) -> list[Hit]:
-    """The ``top_k`` images whose captions are closest to ``question`` (cosine), best first;
-    hits under ``min_score`` are dropped rather than returned as noise."""
+    """The ``top_k`` images that best match ``question``, best first."""
     question = question.strip()
     if not question:
         raise ValueError("The question is empty: describe the image you are looking for.")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, not {top_k}")
-    query_vector = embedder.embed_query(question)
-    bound = store.binding()
-    if bound is not None and bound != (embedder.fingerprint, int(query_vector.shape[0])):
-        raise IncompatibleIndexError(
-            reindex_hint(bound[0], bound[1], embedder.fingerprint, int(query_vector.shape[0]))
-        )
-    raw = store.query(query_vector, top_k=top_k, partitions=partitions)
-    hits = []
-    for hit in raw:
-        if hit.score < min_score:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "keyword" and keywords is None:
+        raise ValueError("keyword search needs the keyword index (materialize vector_index)")
+    filters = filters or Filters()
+    where = filters.store_filter()
+    pool = max(MIN_POOL, top_k * (10 if filters.tags else 4))
+
+    dense: dict[str, tuple[float, Metadata]] = {}
+    query_vector = None
+    if mode in ("dense", "hybrid"):
+        query_vector = embedder.embed_query(question)
+        _check_binding(store, embedder, query_vector)
+        for hit in store.query(query_vector, top_k=pool, where=where):
+            dense[hit.id] = (hit.score, hit.metadata)
+    lexical: dict[str, float] = {}
+    if keywords is not None and mode in ("keyword", "hybrid"):
+        lexical = dict(keywords.search(question, pool, where.partitions or None))
+
+    if mode == "dense":
+        order = list(dense)
+    elif mode == "keyword":
+        order = list(lexical)
+    else:
+        order = reciprocal_rank_fusion([list(dense), list(lexical)], [1.0, KEYWORD_WEIGHT])
+
+    missing = [(vid, "") for vid in order if vid not in dense]
+    fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}
+    hits: list[Hit] = []
+    for vid in order:
+        if vid in dense:
+            score, metadata = dense[vid]
+        elif vid in fetched:
+            vector, metadata, _ = fetched[vid]
+            score = float(vector @ query_vector) if query_vector is not None else lexical[vid]
+        else:
+            continue  # in the keyword index but no longer in the store: skip
+        if mode == "keyword":
+            score = lexical[vid]
+        found_by_words = vid in lexical
+        if not filters.accepts(metadata):
             continue
-        key = str(hit.metadata.get("key", ""))
-        hits.append(
-            Hit(
-                rank=len(hits) + 1,
-                key=key,
-                score=round(hit.score, 4),
-                caption=str(hit.metadata.get("caption", hit.document)),
-                partition=str(hit.metadata.get("partition", "")),
-                url=url_for(key) if url_for else key,
-                tags=str(hit.metadata.get("tags", "")).split(),
-                vector_id=hit.id,
-            )
-        )
+        if mode != "keyword" and score < filters.min_score and not found_by_words:
+            continue
+        matched = "keyword" if found_by_words else "dense"
+        if vid in dense and found_by_words:
+            matched = "both"
+        hits.append(hit_from(metadata, vid, score, len(hits) + 1, url_for, matched))
+        if len(hits) == top_k:
+            break
     return hits
+
+
+def _with_partitions(
+    items: list[tuple[str, str]], keywords: KeywordIndex | None
+) -> list[tuple[str, str]]:
+    """Stores that shard by partition (Pinecone) need each id's partition to fetch it."""
+    if keywords is None:
+        return items
+    partitions = keywords.partitions_of([vid for vid, _ in items])
+    return [(vid, partitions.get(vid, "")) for vid, _ in items]

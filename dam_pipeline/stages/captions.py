@@ -29,6 +29,7 @@ def _record(
         normalized_hash=image.normalized_hash,
         exif=image.exif,
         last_modified=image.last_modified,
+        dhash=image.dhash,
         captioner=captioner,
     )
     if image.status != "ok":

@@ -49,6 +49,7 @@ def _normalize_one(
         original_height=decoded.original_height,
         source_format=decoded.source_format,
         exif=decoded.exif,
+        dhash=decoded.dhash,
         max_side=max_side,
         last_modified=raw.last_modified,
     )

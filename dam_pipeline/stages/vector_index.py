@@ -7,9 +7,12 @@ once, nothing is deleted and the summary says so (a storage outage must not empt
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.keys import decode_prefix, vector_id
 from dam_pipeline.manifests import EmbeddingRecord, IndexedRecord, Manifest
+from dam_pipeline.retrieval.keyword_index import KeywordDocument, KeywordIndex
 from dam_pipeline.stages.progress import batched, log, progress, timed
 from dam_pipeline.vector_stores import VectorRecord, VectorStore
 
@@ -31,19 +34,52 @@ def vector_metadata(record: EmbeddingRecord, partition_key: str) -> dict:
         "embedder": record.embedder,
         "captioner": caption.captioner,
         "last_modified": caption.last_modified,
+        "normalized_hash": caption.normalized_hash or "",
+        "dhash": caption.dhash,
+        "ocr_text": caption.ocr_text[:CAPTION_METADATA_LIMIT],
     }
     if caption.exif.get("date_taken"):
         meta["date_taken"] = caption.exif["date_taken"]
+    when = photo_date(caption.exif.get("date_taken"), caption.last_modified)
+    if when is not None:
+        meta["date"] = when.isoformat()
+        meta["date_ts"] = int(when.timestamp())
     return meta
+
+
+def photo_date(date_taken: str | None, last_modified: str) -> datetime | None:
+    """When the photo was taken (EXIF), else when the object last changed; UTC."""
+    for value in (date_taken, last_modified):
+        if value:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def keyword_document(
+    record: EmbeddingRecord, partition_key: str, source_id: str
+) -> KeywordDocument:
+    caption = record.caption
+    assert caption is not None
+    return KeywordDocument(
+        vector_id=vector_id(source_id, record.key),
+        partition=partition_key,
+        key=record.key.replace("/", " ").replace("_", " ").replace("-", " "),
+        caption=caption.caption,
+        tags=" ".join(caption.tags),
+        text=caption.ocr_text,
+        facts=caption.facts,
+    )
 
 
 def _changed(stored: dict | None, record: EmbeddingRecord, partition_key: str) -> bool:
     if stored is None:
         return True
     wanted = vector_metadata(record, partition_key)
-    return any(
-        stored.get(field) != wanted[field] for field in ("input_hash", "embedder", "key", "caption")
-    )
+    return any(stored.get(field) != value for field, value in wanted.items())
 
 
 def index_partition(
@@ -53,7 +89,10 @@ def index_partition(
     source_id: str,
     partition_key: str,
     max_delete_share: float = 0.5,
+    keywords: KeywordIndex | None = None,
 ) -> Manifest:
+    """Sync the partition's vectors (and its keyword documents, when a keyword index is
+    given) with the embeddings manifest."""
     summary: dict = {}
     ok = [r for r in embeddings if r.status == "ok"]
     if ok:
@@ -109,9 +148,19 @@ def index_partition(
                 share_gone * 100,
                 max_delete_share * 100,
             )
-            store.delete(now_quarantined, partition_key)
+            removed = now_quarantined
         else:
-            store.delete(stale, partition_key)
+            removed = stale
+        store.delete(removed, partition_key)
+
+    if keywords is not None:
+        with timed(summary, "seconds_keyword_index"):
+            have = keywords.ids(partition_key)
+            refresh = {vector_id(source_id, r.key) for r in to_upsert}
+            todo = [r for vid, r in desired.items() if vid in refresh or vid not in have]
+            keywords.upsert([keyword_document(r, partition_key, source_id) for r in todo])
+            held_back = keep | (gone_set if deletion_blocked else set())
+            keywords.delete([vid for vid in have if vid not in desired and vid not in held_back])
 
     records = [
         IndexedRecord(

@@ -11,6 +11,33 @@ import numpy as np
 Metadata = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class StoreFilter:
+    """What a vector query may be narrowed by inside the store: partitions and a date range
+    (seconds since the epoch, on the photo's date taken or else its last-modified time)."""
+
+    partitions: tuple[str, ...] = ()
+    date_from: int | None = None
+    date_to: int | None = None
+
+    def conditions(self) -> list[dict[str, Any]]:
+        """The filter in the Mongo-like syntax Chroma and Pinecone share."""
+        out: list[dict[str, Any]] = []
+        if self.partitions:
+            out.append({"partition": {"$in": list(self.partitions)}})
+        if self.date_from is not None:
+            out.append({"date_ts": {"$gte": self.date_from}})
+        if self.date_to is not None:
+            out.append({"date_ts": {"$lte": self.date_to}})
+        return out
+
+    def where(self) -> dict[str, Any] | None:
+        conditions = self.conditions()
+        if not conditions:
+            return None
+        return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+
 class IncompatibleIndexError(RuntimeError):
     """The index was built with another embedding model or dimension."""
 
@@ -58,8 +85,14 @@ class VectorStore(Protocol):
         ...
 
     def query(
-        self, vector: np.ndarray, top_k: int, partitions: Sequence[str] | None = None
+        self, vector: np.ndarray, top_k: int, where: StoreFilter | None = None
     ) -> list[VectorHit]: ...
+
+    def fetch(
+        self, items: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[np.ndarray, Metadata, str]]:
+        """For (id, partition) pairs: id -> (vector, metadata, document), for those that exist."""
+        ...
 
     def count(self) -> int: ...
 

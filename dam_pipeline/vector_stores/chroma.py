@@ -10,6 +10,7 @@ import numpy as np
 from dam_pipeline.vector_stores.base import (
     IncompatibleIndexError,
     Metadata,
+    StoreFilter,
     VectorHit,
     VectorRecord,
     reindex_hint,
@@ -100,18 +101,15 @@ class ChromaVectorStore:
             offset += PAGE_SIZE
 
     def query(
-        self, vector: np.ndarray, top_k: int, partitions: Sequence[str] | None = None
+        self, vector: np.ndarray, top_k: int, where: StoreFilter | None = None
     ) -> list[VectorHit]:
         total = self.collection.count()
         if total == 0 or top_k <= 0:
             return []
-        where = None
-        if partitions:
-            where = {"partition": {"$in": list(partitions)}}
         result = self.collection.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)],
             n_results=min(top_k, total),
-            where=where,
+            where=where.where() if where else None,
             include=["metadatas", "documents", "distances"],
         )
         return [
@@ -124,6 +122,20 @@ class ChromaVectorStore:
                 strict=True,
             )
         ]
+
+    def fetch(
+        self, items: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[np.ndarray, Metadata, str]]:
+        if not items:
+            return {}
+        ids = list(dict.fromkeys(vector_id for vector_id, _ in items))
+        got = self.collection.get(ids=ids, include=["embeddings", "metadatas", "documents"])
+        return {
+            id_: (np.asarray(vector, dtype=np.float32), meta or {}, doc or "")
+            for id_, vector, meta, doc in zip(
+                got["ids"], got["embeddings"], got["metadatas"], got["documents"], strict=True
+            )
+        }
 
     def count(self) -> int:
         return self.collection.count()

@@ -26,6 +26,7 @@ from dam_pipeline.retry import call_with_retries
 from dam_pipeline.vector_stores.base import (
     IncompatibleIndexError,
     Metadata,
+    StoreFilter,
     VectorHit,
     VectorRecord,
     reindex_hint,
@@ -170,21 +171,14 @@ class PineconeVectorStore:
                 return ids
 
     def list_partition(self, partition: str) -> dict[str, Metadata]:
-        full_ids = self._partition_ids(partition)
-        found: dict[str, Metadata] = {}
-        for start in range(0, len(full_ids), MAX_FETCH_IDS):
-            chunk = full_ids[start : start + MAX_FETCH_IDS]
-            fetched = self._call(
-                "fetch", lambda c=chunk: self.index.fetch(ids=c, namespace=self.namespace)
-            )
-            for full_id, record in fetched.vectors.items():
-                found[full_id.split("#", 1)[1]] = dict(record.metadata or {})
-        return found
+        ids = [full_id.split("#", 1)[1] for full_id in self._partition_ids(partition)]
+        fetched = self.fetch([(vector_id, partition) for vector_id in ids])
+        return {vector_id: metadata for vector_id, (_, metadata, _) in fetched.items()}
 
     def query(
-        self, vector: np.ndarray, top_k: int, partitions: Sequence[str] | None = None
+        self, vector: np.ndarray, top_k: int, where: StoreFilter | None = None
     ) -> list[VectorHit]:
-        filter_ = {"partition": {"$in": list(partitions)}} if partitions else None
+        filter_ = where.where() if where else None
         result = self._call(
             "query",
             lambda: self.index.query(
@@ -208,6 +202,23 @@ class PineconeVectorStore:
                 )
             )
         return hits
+
+    def fetch(
+        self, items: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[np.ndarray, Metadata, str]]:
+        full = [self._full_id(partition, vector_id) for vector_id, partition in items]
+        found: dict[str, tuple[np.ndarray, Metadata, str]] = {}
+        for start in range(0, len(full), MAX_FETCH_IDS):
+            chunk = full[start : start + MAX_FETCH_IDS]
+            fetched = self._call(
+                "fetch", lambda c=chunk: self.index.fetch(ids=c, namespace=self.namespace)
+            )
+            for full_id, record in fetched.vectors.items():
+                metadata = dict(record.metadata or {})
+                document = str(metadata.pop("document", ""))
+                vector = np.asarray(record.values, dtype=np.float32)
+                found[full_id.split("#", 1)[1]] = (vector, metadata, document)
+        return found
 
     def count(self) -> int:
         stats = self._call("describe_index_stats", lambda: self.index.describe_index_stats())
