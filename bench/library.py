@@ -45,7 +45,9 @@ def _one(args: tuple[Path, int, tuple[int, int]]) -> Path:
     image = ImageEnhance.Color(image).enhance(float(rng.uniform(0.7, 1.3)))
     image = image.resize(size, Image.Resampling.BICUBIC)
     target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, format="JPEG", quality=90)
+    partial = target.with_suffix(".tmp")
+    image.save(partial, format="JPEG", quality=90)
+    partial.replace(target)  # a run stopped half-way never leaves a truncated photo behind
     return target
 
 

@@ -38,6 +38,10 @@ TOP_K = 10
 MIN_GROUP_SCORE = 0.08
 MAX_GROUPS = 5
 MIN_LABEL_SCORE = 0.05
+FORWARD_CHUNK = 4
+"""Views per forward pass. On CPU this small network runs about twice as fast per view in
+chunks of 4 as in chunks of 64 (the activations stay in cache); decoding and preprocessing
+are still batched."""
 HALF_OVERLAP = 1 / 8
 """Each half view reaches this far past the middle, so an object there is seen whole once."""
 
@@ -174,7 +178,8 @@ class LocalCaptioner:
         batch = torch.from_numpy(np.stack([view for group in per_image for view in group]))
         batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            probs = self.model(batch).softmax(dim=-1).numpy()
+            chunks = [self.model(chunk) for chunk in torch.split(batch, FORWARD_CHUNK)]
+            probs = torch.cat(chunks).softmax(dim=-1).numpy()
         pooled = probs.reshape(len(images), -1, probs.shape[-1]).max(axis=1)
         return pooled / pooled.sum(axis=1, keepdims=True)
 
