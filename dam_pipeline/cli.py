@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dotenv import load_dotenv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model loading is not news
 
 from dam_pipeline.retrieval.search import MODES
 from dam_pipeline.settings import Settings
@@ -308,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Partitioned asset checks are a Dagster preview feature; say so once in the README,
+    # not on every command.
+    warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
     load_dotenv(".env")  # the same configuration `dagster dev` reads; the environment wins
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
