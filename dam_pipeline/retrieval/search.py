@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from functools import cached_property
 
 import numpy as np
 
@@ -37,11 +38,14 @@ class Filters:
     """Cosine similarity a hit needs, unless it matched the question's words."""
 
     def store_filter(self) -> StoreFilter:
+        low, high = self.date_bounds
         return StoreFilter(
-            partitions=tuple(encode_prefix(p) for p in self.prefixes),
-            date_from=_epoch(self.date_from, time.min),
-            date_to=_epoch(self.date_to, time.max),
+            partitions=tuple(encode_prefix(p) for p in self.prefixes), date_from=low, date_to=high
         )
+
+    @cached_property
+    def date_bounds(self) -> tuple[int | None, int | None]:
+        return _epoch(self.date_from, time.min), _epoch(self.date_to, time.max)
 
     def accepts(self, metadata: Metadata) -> bool:
         """The filters the stores cannot apply (tags), and the date for keyword-only hits."""
@@ -49,7 +53,7 @@ class Filters:
         if any(tag.lower() not in tags for tag in self.tags):
             return False
         when = metadata.get("date_ts")
-        low, high = self.store_filter().date_from, self.store_filter().date_to
+        low, high = self.date_bounds
         if low is not None and (when is None or when < low):
             return False
         return not (high is not None and (when is None or when > high))
