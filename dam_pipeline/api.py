@@ -25,7 +25,7 @@ from dam_pipeline.retrieval import Filters, Hit, KeywordIndex
 from dam_pipeline.retrieval import search as _search
 from dam_pipeline.retrieval.similar import (
     DuplicateGroup,
-    near_duplicate_groups,
+    duplicates_in,
     similar_to_indexed,
     similar_to_vector,
     vector_for_image,
@@ -164,5 +164,4 @@ def duplicates(
         partitions = [encode_prefix(p) for p in prefixes]
     else:
         partitions = keywords.partitions() if keywords else []
-    metadata = [meta for p in partitions for meta in store.list_partition(p).values()]
-    return near_duplicate_groups(metadata, max_distance)
+    return duplicates_in(store, partitions, max_distance)

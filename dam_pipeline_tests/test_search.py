@@ -165,3 +165,19 @@ def test_query_job_modes(library: Settings, mode: str, extra: dict, expected: st
         expected in metadata["answer"].value
         and "data:image/jpeg;base64" in metadata["answer"].value
     )
+
+
+def test_query_job_lists_near_duplicate_groups(library: Settings) -> None:
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        result = (
+            build_definitions(library)
+            .resolve_job_def("query_job")
+            .execute_in_process(
+                instance=instance,
+                run_config={"ops": {"answer_question": {"config": {"mode": "duplicates"}}}},
+            )
+        )
+    groups = result.output_for_node("answer_question")["groups"]
+    assert [g["keys"] for g in groups] == [["pets/chelsea-copy.jpg", "pets/chelsea.jpg"]]

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from dam_pipeline.defs.assets import image_library_assets
-from dam_pipeline.defs.metadata import answer_markdown, thumbnail_data_uri
+from dam_pipeline.defs.metadata import answer_markdown, duplicates_markdown, thumbnail_data_uri
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import (
     CaptionerResource,
@@ -20,7 +20,12 @@ from dam_pipeline.defs.resources import (
 from dam_pipeline.keys import encode_prefix, vector_id
 from dam_pipeline.reasoning import Answer
 from dam_pipeline.retrieval import Filters, search
-from dam_pipeline.retrieval.similar import similar_to_indexed, similar_to_vector, vector_for_image
+from dam_pipeline.retrieval.similar import (
+    duplicates_in,
+    similar_to_indexed,
+    similar_to_vector,
+    vector_for_image,
+)
 from dam_pipeline.sources import Source
 from dam_pipeline.sources.base import partition_of
 
@@ -58,7 +63,8 @@ def discover_prefixes_job() -> None:
 
 class QueryConfig(dg.Config):
     mode: str = Field(
-        default="ask", description="ask (an answer citing images), search or similar."
+        default="ask",
+        description="ask (an answer citing images), search, similar, or duplicates.",
     )
     question: str = Field(default="", description="What to look for, in plain words.")
     key: str = Field(default="", description="similar: the key of an indexed image.")
@@ -70,6 +76,7 @@ class QueryConfig(dg.Config):
     date_from: str = Field(default="", description="YYYY-MM-DD, on the date taken (else modified).")
     date_to: str = Field(default="", description="YYYY-MM-DD, inclusive.")
     min_score: float = Field(default=0.0, description="Drop hits under this similarity.")
+    max_distance: int = Field(default=6, description="duplicates: Hamming bits of 64 (6 ~ 0.9).")
 
     def filters(self) -> Filters:
         return Filters(
@@ -94,9 +101,18 @@ def answer_question(
 ) -> dict:
     """Search, ask (search, then answer from the captions only, citing them) or find
     similar images; the result shows as markdown in the run's metadata."""
-    if config.mode not in ("ask", "search", "similar"):
-        raise dg.Failure(f"mode must be ask, search or similar, not {config.mode!r}")
+    if config.mode not in ("ask", "search", "similar", "duplicates"):
+        raise dg.Failure(f"mode must be ask, search, similar or duplicates, not {config.mode!r}")
     opened, store = source.open(), vector_store.open()
+    if config.mode == "duplicates":
+        partitions = [encode_prefix(p) for p in config.prefixes]
+        groups = duplicates_in(
+            store, partitions or storage.keyword_index().partitions(), config.max_distance
+        )
+        context.add_output_metadata(
+            {"groups": len(groups), "duplicates": dg.MetadataValue.md(duplicates_markdown(groups))}
+        )
+        return {"groups": [{"keys": g.keys, "similarity": g.similarity} for g in groups]}
     if config.mode == "similar":
         hits = _similar(config, opened, store, storage, captioner, embedder)
         title = f"Images like {config.key or config.image_path}"

@@ -11,6 +11,7 @@ import dagster as dg
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import Manifest
 from dam_pipeline.reasoning import Answer
+from dam_pipeline.retrieval.similar import DuplicateGroup
 
 PREVIEW_IMAGES = 6
 THUMBNAIL_SIDE = 128
@@ -70,6 +71,16 @@ def caption_preview(manifest: Manifest, store: ObjectStore) -> dg.MetadataValue:
             f"| ![{_cell(record.key)}]({uri}) | {_cell(record.key)} | {_cell(record.caption)} |"
         )
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def duplicates_markdown(groups: list[DuplicateGroup]) -> str:
+    if not groups:
+        return "No near-duplicates found."
+    lines = ["| group | similarity | images |", "|---|---|---|"]
+    for number, group in enumerate(groups, start=1):
+        keys = "<br>".join(_cell(key) for key in group.keys)
+        lines.append(f"| {number} | ≥ {group.similarity:.2f} | {keys} |")
+    return "\n".join(lines)
 
 
 def answer_markdown(answer: Answer, thumbnails: dict[str, str] | None = None) -> str:

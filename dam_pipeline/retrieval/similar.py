@@ -100,6 +100,14 @@ class DuplicateGroup:
         return round(1 - self.max_distance / HASH_BITS, 4)
 
 
+def duplicates_in(
+    store: VectorStore, partitions: Iterable[str], max_distance: int = 6
+) -> list[DuplicateGroup]:
+    """Near-duplicate groups among the indexed images of these partitions."""
+    metadata = [meta for p in partitions for meta in store.list_partition(p).values()]
+    return near_duplicate_groups(metadata, max_distance)
+
+
 def near_duplicate_groups(
     metadata: Iterable[Metadata], max_distance: int = 6
 ) -> list[DuplicateGroup]:
