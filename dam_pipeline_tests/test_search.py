@@ -132,6 +132,16 @@ def test_cli_similar_duplicates_and_empty_results(library: Settings) -> None:
     assert nothing.returncode == 0 and "No image matches" in nothing.stdout
 
 
+def run_query(settings: Settings, config: dict):
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        job = build_definitions(settings).resolve_job_def("query_job")
+        return job.execute_in_process(
+            instance=instance, run_config={"ops": {"answer_question": {"config": config}}}
+        )
+
+
 @pytest.mark.parametrize(
     ("mode", "extra", "expected"),
     [
@@ -141,19 +151,7 @@ def test_cli_similar_duplicates_and_empty_results(library: Settings) -> None:
     ],
 )
 def test_query_job_modes(library: Settings, mode: str, extra: dict, expected: str) -> None:
-    import dagster as dg
-
-    with dg.instance_for_test() as instance:
-        result = (
-            build_definitions(library)
-            .resolve_job_def("query_job")
-            .execute_in_process(
-                instance=instance,
-                run_config={
-                    "ops": {"answer_question": {"config": {"mode": mode, "top_k": 3, **extra}}}
-                },
-            )
-        )
+    result = run_query(library, {"mode": mode, "top_k": 3, **extra})
     output = result.output_for_node("answer_question")
     assert output["hits"][0]["key"] == expected
     (metadata,) = [
@@ -161,23 +159,10 @@ def test_query_job_modes(library: Settings, mode: str, extra: dict, expected: st
         for e in result.all_events
         if e.event_type_value == "STEP_OUTPUT"
     ]
-    assert (
-        expected in metadata["answer"].value
-        and "data:image/jpeg;base64" in metadata["answer"].value
-    )
+    markdown = metadata["answer"].value
+    assert expected in markdown and "data:image/jpeg;base64" in markdown
 
 
 def test_query_job_lists_near_duplicate_groups(library: Settings) -> None:
-    import dagster as dg
-
-    with dg.instance_for_test() as instance:
-        result = (
-            build_definitions(library)
-            .resolve_job_def("query_job")
-            .execute_in_process(
-                instance=instance,
-                run_config={"ops": {"answer_question": {"config": {"mode": "duplicates"}}}},
-            )
-        )
-    groups = result.output_for_node("answer_question")["groups"]
+    groups = run_query(library, {"mode": "duplicates"}).output_for_node("answer_question")["groups"]
     assert [g["keys"] for g in groups] == [["pets/chelsea-copy.jpg", "pets/chelsea.jpg"]]
