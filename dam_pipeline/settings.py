@@ -28,6 +28,15 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "dam_pipeline"
 
 
+PROVIDER_KEYS = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}
+"""The environment variable holding each remote provider's API key."""
+
+
+def api_key_for(provider: str) -> str:
+    name = PROVIDER_KEYS.get(provider)
+    return os.environ.get(name, "") if name else ""
+
+
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
@@ -143,11 +152,10 @@ class Settings:
     def build_reasoner(self) -> Reasoner:
         from dam_pipeline.reasoning import build_reasoner
 
-        key = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}.get(self.reasoner, "")
         return build_reasoner(
             self.reasoner,
             self.reasoner_model,
-            os.environ.get(key, "") if key else "",
+            api_key_for(self.reasoner),
             self.reasoner_base_url,
             self.reasoner_vision,
             self.llm_timeout,
@@ -156,11 +164,10 @@ class Settings:
     def build_captioner(self) -> Captioner:
         from dam_pipeline.captioning import build_captioner
 
-        key = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}.get(self.captioner, "")
         return build_captioner(
             self.captioner,
             model=self.captioner_model,
-            api_key=os.environ.get(key, "") if key else "",
+            api_key=api_key_for(self.captioner),
             base_url=self.captioner_base_url,
             concurrency=self.captioner_concurrency,
             ocr=self.ocr,

@@ -19,7 +19,7 @@ from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import Manifest, manifest_path, read_manifest_if_exists, write_manifest
 from dam_pipeline.reasoning import Reasoner, build_reasoner
 from dam_pipeline.retrieval import KeywordIndex
-from dam_pipeline.settings import DataLayout, Settings
+from dam_pipeline.settings import PROVIDER_KEYS, DataLayout, Settings
 from dam_pipeline.sources import Source, open_source
 from dam_pipeline.vector_stores import VectorStore, open_vector_store
 
@@ -183,9 +183,6 @@ class ManifestIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_partition_key} first"
             )
         return manifest
-
-
-PROVIDER_KEYS = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
 def _secret(name: str) -> dg.EnvVar | None:
