@@ -127,9 +127,6 @@ class Manifest:
     def ok(self) -> list[Any]:
         return [r for r in self.records if getattr(r, "status", "ok") == "ok"]
 
-    def quarantined(self) -> list[Any]:
-        return [r for r in self.records if getattr(r, "status", "ok") == "quarantined"]
-
     def not_ok(self) -> list[Any]:
         """Quarantined and failed records: everything that is accounted for but not indexed."""
         return [r for r in self.records if getattr(r, "status", "ok") != "ok"]
@@ -139,6 +136,17 @@ class Manifest:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.records)
+
+
+def status_counts(records: list[Any]) -> dict[str, int]:
+    """seen = processed + quarantined + failed, for a stage's summary."""
+    statuses = [r.status for r in records]
+    return {
+        "seen": len(statuses),
+        "processed": statuses.count("ok"),
+        "quarantined": statuses.count("quarantined"),
+        "failed": statuses.count("failed"),
+    }
 
 
 def _encode(record: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner, CaptionerError, ImageInput
 from dam_pipeline.captioning.facts import fact_sentence, fact_tags
 from dam_pipeline.imaging import ObjectStore
-from dam_pipeline.manifests import CaptionRecord, Manifest, NormalizedImage
+from dam_pipeline.manifests import CaptionRecord, Manifest, NormalizedImage, status_counts
 from dam_pipeline.stages.progress import batched, log, progress, timed
 
 
@@ -62,7 +62,7 @@ def caption_partition(
     """Caption in batches; each finished batch goes to the cache at once, so a run that dies
     half-way resumes where it stopped, and identical images are captioned once."""
     summary: dict = {}
-    ok_images = [r for r in normalized if r.status == "ok"]
+    ok_images = normalized.ok()
     hashes = list(dict.fromkeys(r.normalized_hash for r in ok_images))
     with timed(summary, "seconds_cache_lookup"):
         known = cache.get_captions(captioner.fingerprint, hashes)
@@ -94,17 +94,10 @@ def caption_partition(
         )
         for r in normalized
     ]
-    counts = {
-        status: sum(r.status == status for r in records)
-        for status in ("ok", "quarantined", "failed")
-    }
     if errors:
         log.error("captions: %d images failed and will be retried next run", len(errors))
     summary.update(
-        seen=len(records),
-        processed=counts["ok"],
-        quarantined=counts["quarantined"],
-        failed=counts["failed"],
+        **status_counts(records),
         reused=sum(1 for r in ok_images if r.normalized_hash not in missing_set),
         computed=len(missing) - len(errors),
         model_calls=-(-len(missing) // captioner.batch_size) if missing else 0,

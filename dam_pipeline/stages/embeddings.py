@@ -11,7 +11,7 @@ from dam_pipeline.cache import ContentCache
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.keys import text_hash
-from dam_pipeline.manifests import CaptionRecord, EmbeddingRecord, Manifest
+from dam_pipeline.manifests import CaptionRecord, EmbeddingRecord, Manifest, status_counts
 from dam_pipeline.stages.progress import batched, log, progress, timed
 
 EMBED_CHUNK = 256
@@ -37,7 +37,7 @@ def embed_partition(
     embeds_images = getattr(embedder, "modality", "text") == "image"
     if embeds_images and store is None:
         raise ValueError("an image embedder needs the object store of normalized images")
-    ok = {r.key: r for r in captions if r.status == "ok"}
+    ok = {r.key: r for r in captions.ok()}
     hashes = {key: _input_hash(r, embeds_images) for key, r in ok.items()}
     with timed(summary, "seconds_cache_lookup"):
         known = cache.get_vectors(embedder.fingerprint, hashes.values())
@@ -74,10 +74,7 @@ def embed_partition(
         for r in captions
     ]
     summary.update(
-        seen=len(records),
-        processed=len(ok),
-        quarantined=sum(r.status == "quarantined" for r in records),
-        failed=sum(r.status == "failed" for r in records),
+        **status_counts(records),
         computed=len(missing),
         reused=sum(1 for h in hashes.values() if h not in missing_set),
         embedder=embedder.fingerprint,

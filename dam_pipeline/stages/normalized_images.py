@@ -6,7 +6,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 from dam_pipeline.imaging import NormalizeError, ObjectStore, normalize_image
-from dam_pipeline.manifests import Manifest, NormalizedImage, RawImage
+from dam_pipeline.manifests import Manifest, NormalizedImage, RawImage, status_counts
 from dam_pipeline.sources import ObjectGoneError, Source
 from dam_pipeline.stages.progress import log, progress, timed
 
@@ -98,11 +98,8 @@ def normalize_partition(
         bar.close()
 
     records = [results[r.key] for r in raw]
-    quarantined = [r for r in records if r.status == "quarantined"]
     summary.update(
-        seen=len(records),
-        processed=len(records) - len(quarantined),
-        quarantined=len(quarantined),
+        **status_counts(records),
         reused=len(records) - len(todo),
         computed=len(todo),
     )

@@ -94,7 +94,7 @@ def index_partition(
     """Sync the partition's vectors (and its keyword documents, when a keyword index is
     given) with the embeddings manifest."""
     summary: dict = {}
-    ok = [r for r in embeddings if r.status == "ok"]
+    ok = embeddings.ok()
     if ok:
         store.ensure_compatible(ok[0].embedder, ok[0].dimension)
     desired = {vector_id(source_id, r.key): r for r in ok}
