@@ -7,7 +7,6 @@ re-run. Run in its own process so that its peak RSS is its own.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -66,8 +65,8 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 
 
 def run(library: Path, data: Path) -> dict:
-    settings = dataclasses.replace(
-        Settings.from_env(), data_dir=data, source=str(library), chroma_path=data / "chroma"
+    settings = Settings.from_env().replace(
+        data_dir=data, source=str(library), chroma_path=data / "chroma"
     )
     job = build_definitions(settings).resolve_job_def("ingest_job")
     with dg.instance_for_test() as instance:

@@ -10,7 +10,6 @@ mean reciprocal rank of the right photo.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -99,8 +98,7 @@ def run(eval_set: Path, captioner: str = "local", data_dir: Path | None = None) 
     rows = load_eval_set(eval_set)
     with tempfile.TemporaryDirectory() as tmp:
         root = data_dir or Path(tmp)
-        settings = dataclasses.replace(
-            Settings.from_env(),
+        settings = Settings.from_env().replace(
             data_dir=root,
             source=str(root / "library"),
             chroma_path=root / "chroma",

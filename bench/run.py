@@ -5,7 +5,9 @@
     python -m bench.run --full             # the figures in the README (2,000 photos)
     python -m bench.run --eval-set DIR     # retrieval quality on another captions.jsonl set
 
-Each measurement runs in its own process so that its memory and timing are its own.
+Each measurement runs in its own process so that its memory and timing are its own
+(``--same-process`` runs them in this one instead: quicker, for checking that the bench
+works, not for its figures).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import runpy
 import shutil
 import subprocess
 import sys
@@ -64,7 +67,18 @@ def machine() -> dict:
     }
 
 
+SAME_PROCESS = False
+
+
 def _module(name: str, *args: str) -> None:
+    if SAME_PROCESS:
+        saved = sys.argv
+        sys.argv = [name, *args]
+        try:
+            runpy.run_module(name, run_name="__main__", alter_sys=True)
+        finally:
+            sys.argv = saved
+        return
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(PROJECT)}
     subprocess.run([sys.executable, "-m", name, *args], check=True, cwd=PROJECT, env=env)
 
@@ -248,7 +262,12 @@ def main() -> None:
         "--work", type=Path, help="keep the photos and data here (default: temporary)"
     )
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--same-process", action="store_true", help="run every measurement in this process"
+    )
     args = parser.parse_args()
+    global SAME_PROCESS
+    SAME_PROCESS = args.same_process
     mode = args.mode or "quick"
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -25,8 +25,8 @@ import boto3
 import dagster as dg
 from tqdm import tqdm
 
-from dam_pipeline.defs.resources import resources_from_env
-from dam_pipeline.defs.sensors import upload_sensor
+from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.resources import build_resources
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.servers import moto_server
 
@@ -42,10 +42,11 @@ def tick(
     settings: Settings, instance: dg.DagsterInstance, cursor: str | None
 ) -> tuple[float, dg.SensorResult]:
     with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=resources_from_env(settings)
+        instance=instance, cursor=cursor, resources=build_resources(settings)
     ) as context:
+        sensor = build_definitions(settings).resolve_sensor_def("upload_sensor")
         start = time.perf_counter()
-        result = upload_sensor(context)
+        result = sensor(context)
         return time.perf_counter() - start, result
 
 

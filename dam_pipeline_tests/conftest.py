@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,7 +16,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from dam_pipeline.demo import skimage_data_dir
+from dam_pipeline.demo import build_demo_library, skimage_data_dir
 from dam_pipeline.settings import Settings
 
 
@@ -68,7 +69,6 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_settings(settings: Settings, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request):
     """Settings whose source is a fresh bucket on the moto server, with a root prefix."""
-    import dataclasses
     import re
 
     import boto3
@@ -82,8 +82,7 @@ def s3_settings(settings: Settings, s3_endpoint: str, monkeypatch: pytest.Monkey
         monkeypatch.setenv(name, value)
     bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
-    return dataclasses.replace(
-        settings,
+    return settings.replace(
         source=f"s3://{bucket}/library",
         s3_endpoint_url=s3_endpoint,
         aws_region="us-east-1",
@@ -114,3 +113,82 @@ def delete(settings: Settings, keys: list[str]) -> None:
     client = s3_client(settings)
     for key in keys:
         client.delete_object(Bucket=bucket, Key=f"{root}/{key}" if root else key)
+
+
+ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
+
+
+def ingest(settings: Settings, instance: dg.DagsterInstance) -> dict[str, dict]:
+    """Register the prefixes and run ingest_job for each; returns each partition's
+    materialization metadata by asset."""
+    from dam_pipeline.definitions import build_definitions
+    from dam_pipeline.defs.jobs import register_prefixes
+
+    _, keys = register_prefixes(instance, settings.open_source())
+    job = build_definitions(settings).resolve_job_def("ingest_job")
+    results = {}
+    for key in keys:
+        result = job.execute_in_process(partition_key=key, instance=instance)
+        assert result.success
+        results[key] = {
+            asset: {k: v.value for k, v in m.metadata.items()}
+            for asset in ASSETS
+            for m in result.asset_materializations_for_node(asset)
+        }
+    return results
+
+
+def sign(text: str) -> bytes:
+    """A shop sign: words only OCR can find."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.new("RGB", (1000, 320), "white")
+    ImageDraw.Draw(image).text((40, 100), text, fill="black", font=ImageFont.load_default(size=90))
+    return jpeg_bytes(image)
+
+
+def dated(name: str, when: str) -> bytes:
+    """A photo whose EXIF says when it was taken (``YYYY:MM:DD HH:MM:SS``)."""
+    exif = Image.Exif()
+    exif[0x8769] = {0x9003: when}  # Exif IFD: DateTimeOriginal
+    return jpeg_bytes(photo(name), exif=exif.tobytes())
+
+
+def reencoded(name: str) -> bytes:
+    """A smaller, lower-quality copy: a near duplicate, different in every byte."""
+    image = Image.open(io.BytesIO(jpeg_bytes(photo(name))))
+    smaller = image.resize((image.width * 3 // 4, image.height * 3 // 4))
+    out = io.BytesIO()
+    smaller.save(out, format="JPEG", quality=55)
+    return out.getvalue()
+
+
+SHARED_EXTRAS: dict[str, bytes | str] = {
+    "pets & animals/chelsea copy.jpg": reencoded("chelsea"),
+    "pets & animals/notes.txt": b"not an image, ignored by name",
+    "pets & animals/broken.jpg": b"\xff\xd8\xff\xe0 this is not really a jpeg",
+    "kitchen/coffee.jpg": dated("coffee", "2019:06:01 08:30:00"),
+    "signs/shopfront.jpg": sign("ACME ROASTERS"),
+}
+"""Added to the demo library (which fills in the rest) for the shared test library."""
+CAT = "pets & animals/chelsea the cat.jpg"
+CAT_COPY = "pets & animals/chelsea copy.jpg"
+
+
+@dataclass(frozen=True)
+class IngestedLibrary:
+    settings: Settings
+    results: dict[str, dict]
+    """vector_index (etc.) metadata of the first ingest, per partition."""
+
+
+@pytest.fixture(scope="session")
+def shared_library(tmp_path_factory) -> IngestedLibrary:
+    """The demo library (what `make demo` builds) plus a few awkward files, ingested once.
+    Read-only: tests that change a library make their own."""
+    data = tmp_path_factory.mktemp("shared") / "data"
+    settings = Settings(data_dir=data, workers=2)
+    write_library(settings.layout.library, SHARED_EXTRAS)
+    build_demo_library(settings.layout.library)
+    with dg.instance_for_test() as instance:
+        return IngestedLibrary(settings, ingest(settings, instance))

@@ -14,8 +14,7 @@ from PIL import Image
 
 from dam_pipeline.imaging import normalize_image
 from dam_pipeline.settings import Settings
-from dam_pipeline_tests.conftest import jpeg_bytes, photo
-from dam_pipeline_tests.test_pipeline import ingest
+from dam_pipeline_tests.conftest import ingest, jpeg_bytes, photo
 
 
 def _png(image: Image.Image, **save_args) -> bytes:

@@ -46,6 +46,7 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--no-readme",
+            "--same-process",
         ],
         cwd=PROJECT,
         env={**os.environ, "PYTHONPATH": str(PROJECT)},

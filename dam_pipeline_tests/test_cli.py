@@ -1,4 +1,5 @@
-"""The CLI as a user runs it: a separate process, configured by the environment."""
+"""The `dam` command as a user runs it: once as a real process, the rest in-process (same
+entry point, `main(argv)`, configured by the environment) so the models load once."""
 
 from __future__ import annotations
 
@@ -6,50 +7,180 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
+import pytest
+
+from dam_pipeline import cli
 from dam_pipeline.settings import Settings
-from dam_pipeline_tests.conftest import write_library
+from dam_pipeline_tests.conftest import IngestedLibrary, write_library
 
 
-def run_dam(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "DAM_DATA_DIR": str(settings.data_dir),
-        "DAGSTER_HOME": str(settings.layout.dagster_home),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "dam_pipeline.cli", *args],
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def dam(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Run `dam ARGS` in-process with DAM_DATA_DIR (and any other variables) set."""
+
+    def run(settings: Settings, *args: str, **env: str) -> Ran:
+        monkeypatch.setenv("DAM_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("DAGSTER_HOME", str(settings.layout.dagster_home))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run
+
+
+def test_the_installed_command_searches_as_a_separate_process(
+    shared_library: IngestedLibrary,
+) -> None:
+    settings = shared_library.settings
+    env = {**os.environ, "DAM_DATA_DIR": str(settings.data_dir)}
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dam_pipeline.cli",
+            "search",
+            "a cup of coffee",
+            "--json",
+            "-k",
+            "2",
+        ],
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
         check=False,
     )
-
-
-def test_ingest_then_search_and_ask_from_the_command_line(settings: Settings) -> None:
-    write_library(settings.layout.library, {"pets/cat.jpg": "chelsea", "food/coffee.jpg": "coffee"})
-
-    prefixes = run_dam(settings, "prefixes")
-    assert prefixes.returncode == 0, prefixes.stderr
-    assert "2 prefixes, 2 new" in prefixes.stdout
-
-    ingest = run_dam(settings, "ingest")
-    assert ingest.returncode == 0, ingest.stderr
-    assert ingest.stdout.count(" ok ") == 2
-
-    found = run_dam(settings, "search", "a cup of coffee", "--json", "-k", "2")
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
-    assert hits[0]["key"] == "food/coffee.jpg"
-    assert hits[0]["url"].endswith("food/coffee.jpg")
-
-    asked = run_dam(settings, "ask", "is there a cat?")
-    assert asked.returncode == 0, asked.stderr
-    assert "pets/cat.jpg [S1]" in asked.stdout
+    assert hits[0]["key"] == "kitchen/coffee.jpg"
+    assert hits[0]["url"].endswith("kitchen/coffee.jpg")
 
 
-def test_missing_library_is_a_clear_error(settings: Settings) -> None:
-    result = run_dam(settings, "prefixes")
-    assert result.returncode == 2
-    assert "does not exist" in result.stderr and "DAM_SOURCE" in result.stderr
+def test_ingest_then_search_and_ask(settings: Settings, dam) -> None:
+    write_library(settings.layout.library, {"pets/cat.jpg": "chelsea", "food/coffee.jpg": "coffee"})
+    prefixes = dam(settings, "prefixes")
+    assert prefixes.code == 0, prefixes.err
+    assert "2 prefixes, 2 new" in prefixes.out
+
+    ingest = dam(settings, "ingest")
+    assert ingest.code == 0, ingest.err
+    assert ingest.out.count(" ok ") == 2 and "indexed 1" in ingest.out
+
+    asked = dam(settings, "ask", "is there a cat?")
+    assert asked.code == 0, asked.err
+    assert "pets/cat.jpg [S1]" in asked.out
+
+    as_json = json.loads(dam(settings, "ask", "is there a cat?", "--json").out)
+    assert as_json["citations"][0] == {"source": "S1", "key": "pets/cat.jpg"}
+
+
+def test_ingest_says_when_a_partition_did_not_reach_its_goal(settings: Settings, dam) -> None:
+    write_library(settings.layout.library, {f"pets/{i}.jpg": "chelsea" for i in range(3)})
+    assert dam(settings, "ingest").code == 0
+    for i in range(2):
+        (settings.layout.library / "pets" / f"{i}.jpg").unlink()
+    refused = dam(settings, "ingest")
+    assert refused.code == 1
+    assert "partial" in refused.out and "deletion_blocked (2 would vanish)" in refused.out
+
+
+def test_control_characters_in_names_are_escaped(settings: Settings, dam) -> None:
+    name = "pets/\x1b[31mred\n1. FORGED.jpg"
+    write_library(settings.layout.library, {name: "chelsea"})
+    assert dam(settings, "ingest", "--quiet").code == 0
+    found = dam(settings, "search", "a cat")
+    assert "\x1b" not in found.out and "\\x1b[31mred\\x0a1. FORGED.jpg" in found.out
+    assert json.loads(dam(settings, "search", "a cat", "--json").out)[0]["key"] == name
+
+
+def test_an_empty_index_is_an_error_that_creates_nothing(tmp_path, dam) -> None:
+    empty = Settings(data_dir=tmp_path / "data")
+    result = dam(empty, "search", "a cat")
+    assert result.code == 2
+    assert result.err.strip() == (
+        f"dam: The index is empty ({empty.data_dir}): run `dam ingest` first."
+    )
+    assert not empty.data_dir.exists()
+
+
+def test_an_unknown_prefix_lists_the_known_ones(shared_library: IngestedLibrary, dam) -> None:
+    result = dam(shared_library.settings, "search", "cake", "--prefix", "parties")
+    assert result.code == 2
+    assert "Unknown prefix 'parties'" in result.err and "'kitchen'" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_bad_setting_is_refused_before_any_run(settings: Settings, dam) -> None:
+    write_library(settings.layout.library, {"pets/cat.jpg": "chelsea"})
+    result = dam(settings, "ingest", DAM_CAPTIONER="bogus")
+    assert result.code == 2
+    assert result.err.strip() == (
+        "dam: DAM_CAPTIONER='bogus' is not valid: expected 'local', 'groq' or 'openai'. "
+        "Fix it or unset it."
+    )
+    assert not settings.layout.manifests.exists()
+
+
+def test_an_unreachable_chroma_server_is_named(shared_library: IngestedLibrary, dam) -> None:
+    result = dam(shared_library.settings, "search", "a cat", DAM_CHROMA_URL="http://127.0.0.1:9")
+    assert result.code == 2
+    assert "Chroma server at http://127.0.0.1:9" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_missing_library_is_a_clear_error(settings: Settings, dam) -> None:
+    result = dam(settings, "prefixes")
+    assert result.code == 2
+    assert "does not exist" in result.err and "DAM_SOURCE" in result.err
+
+
+def test_a_missing_bucket_and_an_unreachable_endpoint_are_one_line(
+    settings: Settings, s3_endpoint: str, dam
+) -> None:
+    keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    missing = dam(
+        settings,
+        "prefixes",
+        DAM_SOURCE="s3://missing-bucket",
+        AWS_ENDPOINT_URL=s3_endpoint,
+        AWS_REGION="us-east-1",
+        **keys,
+    )
+    assert missing.code == 2
+    assert "bucket 'missing-bucket' does not exist" in missing.err
+    assert len(missing.err.strip().splitlines()) == 1
+    unreachable = dam(
+        settings,
+        "prefixes",
+        DAM_SOURCE="s3://photos",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        AWS_REGION="us-east-1",
+        **keys,
+    )
+    assert unreachable.code == 2
+    assert "cannot reach http://127.0.0.1:9" in unreachable.err
+    assert len(unreachable.err.strip().splitlines()) == 1
+
+
+def test_help_is_plain_text_with_a_line_per_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text
+    for command in ("demo", "ingest", "search", "ask", "similar", "duplicates", "prefixes"):
+        assert f"\n    {command}" in text or f"  dam {command}" in text
+    with pytest.raises(SystemExit):
+        cli.main(["search", "--help"])
+    assert "--prefix" in capsys.readouterr().out

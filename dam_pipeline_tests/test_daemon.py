@@ -7,7 +7,6 @@ watched until the photo is searchable.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import dagster as dg
 import pytest
 
 import dam_pipeline
+from dam_pipeline import api
 from dam_pipeline.cli import ensure_dagster_home
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import upload
@@ -38,9 +38,11 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_daemon_picks_up_an_upload_and_makes_it_searchable(s3_settings: Settings) -> None:
+def test_daemon_picks_up_an_upload_and_makes_it_searchable(
+    s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = _env(s3_settings)
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     ensure_dagster_home(s3_settings)
     workspace = ["-w", str(PROJECT / "workspace.yaml")]
     started = subprocess.run(
@@ -79,15 +81,7 @@ def test_daemon_picks_up_an_upload_and_makes_it_searchable(s3_settings: Settings
         daemon.wait(timeout=60)
         log.close()
 
-    found = subprocess.run(
-        [sys.executable, "-m", "dam_pipeline.cli", "search", "a cat", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    assert json.loads(found.stdout)[0]["key"] == "holiday/cat on the sofa.jpg"
+    assert api.search("a cat", settings=s3_settings)[0].key == "holiday/cat on the sofa.jpg"
 
 
 def _tail(path: str, lines: int = 40) -> str:

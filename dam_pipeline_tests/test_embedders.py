@@ -4,19 +4,17 @@ bedrock-runtime against a local server speaking the InvokeModel protocol."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 
 import numpy as np
 import pytest
 
-from dam_pipeline.api import open_index, search
+from dam_pipeline.api import search
 from dam_pipeline.embedding import build_embedder
 from dam_pipeline.embedding.bedrock_titan import TitanMultimodalEmbedder
 from dam_pipeline.settings import Settings
-from dam_pipeline_tests.conftest import write_library
+from dam_pipeline_tests.conftest import ingest, write_library
 from dam_pipeline_tests.servers import ScriptedHTTPServer
-from dam_pipeline_tests.test_pipeline import ingest
 
 
 def fake_titan_vector(payload: dict) -> list[float]:
@@ -78,8 +76,7 @@ def test_titan_retries_throttling(bedrock) -> None:
 
 
 def test_titan_in_the_pipeline_indexes_image_vectors(bedrock, settings: Settings, instance) -> None:
-    settings = dataclasses.replace(
-        settings,
+    settings = settings.replace(
         embedder="bedrock-titan",
         embedding_dimension=256,
         bedrock_endpoint_url=bedrock.url,
@@ -89,7 +86,10 @@ def test_titan_in_the_pipeline_indexes_image_vectors(bedrock, settings: Settings
     result = ingest(settings, instance)["pets"]
     assert result["embeddings"]["computed"] == 1  # identical bytes: one image embedded
     assert result["vector_index"]["indexed"] == 2
-    assert open_index(settings).binding() == ("bedrock/amazon.titan-embed-image-v1/256", 256)
+    assert settings.open_vector_store().binding() == (
+        "bedrock/amazon.titan-embed-image-v1/256",
+        256,
+    )
     image_requests = [r for r in bedrock.requests if "inputImage" in (r["body"] or {})]
     assert len(image_requests) == 1
     assert len(search("a cat", min_score=-1.0, settings=settings)) == 2  # random space: any sign
@@ -100,7 +100,7 @@ def test_a_query_with_another_model_is_refused_with_a_way_out(settings: Settings
 
     write_library(settings.layout.library, {"pets/cat.jpg": "chelsea"})
     ingest(settings, instance)
-    other = dataclasses.replace(settings, embedder_model=str(_copy_of_minilm(settings)))
+    other = settings.replace(embedder_model=str(_copy_of_minilm(settings)))
     with pytest.raises(IncompatibleIndexError, match="dam reset-index"):
         search("a cat", settings=other)
 

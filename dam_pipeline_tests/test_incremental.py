@@ -13,13 +13,12 @@ import time
 import dagster as dg
 from PIL import Image
 
-from dam_pipeline.api import open_index, search
+from dam_pipeline.api import search
 from dam_pipeline.defs.jobs import register_prefixes
 from dam_pipeline.keys import vector_id
 from dam_pipeline.settings import Settings
-from dam_pipeline_tests.conftest import jpeg_bytes, photo, upload, write_library
+from dam_pipeline_tests.conftest import ingest, jpeg_bytes, photo, upload, write_library
 from dam_pipeline_tests.servers import chroma_server
-from dam_pipeline_tests.test_pipeline import ingest
 
 
 def variants(count: int) -> dict[str, bytes]:
@@ -95,7 +94,7 @@ def test_multiprocess_executor_with_a_chroma_server_and_s3(
         assert len({event.pid for event in starts}) == len(starts)  # each in its own process
         served = Settings.from_env()
         assert served.chroma_url == chroma_url
-        assert open_index(served).count() == 3
+        assert served.open_vector_store().count() == 3
         assert search("a cup of coffee", settings=served)[0].key == "trip/coffee.jpg"
 
 
@@ -127,7 +126,7 @@ def test_a_run_killed_half_way_ends_with_one_vector_per_object_when_run_again(
         command, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert second.returncode == 0, second.stderr
-    stored = open_index(settings).list_partition("album")
+    stored = settings.open_vector_store().list_partition("album")
     source_id = settings.open_source().source_id
     assert sorted(stored) == sorted(vector_id(source_id, key) for key in files)
     assert sorted(meta["key"] for meta in stored.values()) == sorted(files)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from dam_pipeline.api import open_index, search
+from dam_pipeline.api import search
 from dam_pipeline.definitions import build_definitions
-from dam_pipeline.defs.resources import resources_from_env
-from dam_pipeline.defs.sensors import prefix_discovery_sensor, upload_sensor
+from dam_pipeline.defs.resources import build_resources
 from dam_pipeline.keys import encode_prefix
 from dam_pipeline.settings import Settings
 from dam_pipeline.stages import list_raw_images, normalize_partition
@@ -29,9 +28,9 @@ class SensorDriver:
 
     def tick(self) -> list[dg.RunRequest]:
         with dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources=resources_from_env(self.settings)
+            instance=self.instance, cursor=self.cursor, resources=build_resources(self.settings)
         ) as context:
-            result = upload_sensor(context)
+            result = self.defs.resolve_sensor_def("upload_sensor")(context)
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(
                 request.partitions_def_name, request.partition_keys
@@ -70,10 +69,8 @@ def test_listing_pages_and_prefixes_with_awkward_keys(s3_settings: Settings) -> 
 
 
 def test_public_url_template(s3_settings: Settings) -> None:
-    import dataclasses
-
     template = "https://cdn.example.test/storage/v1/object/public/{bucket}/{key}"
-    source = dataclasses.replace(s3_settings, public_url_template=template).open_source()
+    source = s3_settings.replace(public_url_template=template).open_source()
     assert source.url_for("a b/c.jpg").endswith("/public/" + source.bucket + "/library/a%20b/c.jpg")
 
 
@@ -107,9 +104,11 @@ def test_upload_overwrite_delete_follow_the_bucket(s3_settings: Settings, instan
 
 def test_prefix_discovery_sensor_adds_partitions(s3_settings: Settings, instance) -> None:
     upload(s3_settings, {"2024/july/a.jpg": b"x", "weird ../name/b.jpg": b"x"})
-    resources = resources_from_env(s3_settings)
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        result = prefix_discovery_sensor(context)
+    sensor = build_definitions(s3_settings).resolve_sensor_def("prefix_discovery_sensor")
+    with dg.build_sensor_context(
+        instance=instance, resources=build_resources(s3_settings)
+    ) as context:
+        result = sensor(context)
     (request,) = result.dynamic_partitions_requests
     assert sorted(request.partition_keys) == sorted(
         [encode_prefix("2024"), encode_prefix("weird ..")]
@@ -121,7 +120,7 @@ def test_listing_that_fails_half_way_deletes_nothing(s3_settings: Settings, inst
     upload(s3_settings, {f"big/{i:04d}.jpg": "coffee" for i in range(3)})
     upload(s3_settings, {f"big/pad{i:04d}.txt": b"x" for i in range(1000)})  # forces 2 pages
     driver.run(driver.tick())
-    assert open_index(s3_settings).count() == 3
+    assert s3_settings.open_vector_store().count() == 3
 
     client = s3_client(s3_settings)
     calls = {"n": 0}
@@ -137,7 +136,7 @@ def test_listing_that_fails_half_way_deletes_nothing(s3_settings: Settings, inst
     source = open_source(s3_settings.source, s3_client=client)
     with pytest.raises(ConnectionError):
         list_raw_images(source, "big")
-    assert open_index(s3_settings).count() == 3
+    assert s3_settings.open_vector_store().count() == 3
 
 
 def test_mass_disappearance_is_refused_loudly(s3_settings: Settings, instance) -> None:
@@ -147,7 +146,7 @@ def test_mass_disappearance_is_refused_loudly(s3_settings: Settings, instance) -
     delete(s3_settings, [f"album/{i}.jpg" for i in range(3)])
     result = driver.run(driver.tick())["album"]["vector_index"]
     assert result["deletion_blocked"] is True and result["would_delete"] == 3
-    assert open_index(s3_settings).count() == 4
+    assert s3_settings.open_vector_store().count() == 4
 
 
 def test_bad_objects_are_accounted_for_and_never_escape_the_data_dir(

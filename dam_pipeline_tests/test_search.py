@@ -1,64 +1,26 @@
 """Search on real photos: dense, keyword and hybrid retrieval, filters, similar images and
-near-duplicates, through the Python API, the CLI and Dagster's query_job."""
+near-duplicates, through the Python API and Dagster's query_job, with readable refusals."""
 
 from __future__ import annotations
 
-import io
-import json
 from datetime import date
 
+import dagster as dg
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from dam_pipeline import api
 from dam_pipeline.captioning.ocr import tesseract_available
 from dam_pipeline.definitions import build_definitions
+from dam_pipeline.library import EmptyIndexError, QueryError
 from dam_pipeline.settings import Settings
-from dam_pipeline_tests.conftest import jpeg_bytes, photo, write_library
-from dam_pipeline_tests.test_cli import run_dam
-from dam_pipeline_tests.test_pipeline import ingest
+from dam_pipeline_tests.conftest import CAT, CAT_COPY, IngestedLibrary, photo
 
-
-def sign(text: str) -> bytes:
-    image = Image.new("RGB", (1000, 320), "white")
-    ImageDraw.Draw(image).text((40, 100), text, fill="black", font=ImageFont.load_default(size=90))
-    return jpeg_bytes(image)
-
-
-def dated(name: str, when: str) -> bytes:
-    exif = Image.Exif()
-    exif[0x8769] = {0x9003: when}  # Exif IFD: DateTimeOriginal
-    return jpeg_bytes(photo(name), exif=exif.tobytes())
-
-
-def reencoded(name: str) -> bytes:
-    image = Image.open(io.BytesIO(jpeg_bytes(photo(name))))
-    smaller = image.resize((image.width * 3 // 4, image.height * 3 // 4))
-    out = io.BytesIO()
-    smaller.save(out, format="JPEG", quality=55)
-    return out.getvalue()
-
-
-LIBRARY = {
-    "pets/chelsea.jpg": "chelsea",
-    "pets/chelsea-copy.jpg": reencoded("chelsea"),
-    "kitchen/coffee.jpg": dated("coffee", "2019:06:01 08:30:00"),
-    "street/motorcycle.jpg": "motorcycle_left",
-    "space/rocket.jpg": "rocket",
-    "signs/shopfront.jpg": sign("ACME ROASTERS"),
-}
+CATS = {CAT, CAT_COPY}
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Settings:
-    import dagster as dg
-
-    root = tmp_path_factory.mktemp("search") / "data"
-    settings = Settings(data_dir=root, source=str(root / "library"), chroma_path=root / "chroma")
-    write_library(settings.layout.library, LIBRARY)
-    with dg.instance_for_test() as instance:
-        ingest(settings, instance)
-    return settings
+def library(shared_library: IngestedLibrary) -> Settings:
+    return shared_library.settings
 
 
 def keys(hits) -> list[str]:
@@ -66,20 +28,15 @@ def keys(hits) -> list[str]:
 
 
 def test_dense_search_finds_by_meaning(library: Settings) -> None:
-    assert keys(api.search("a cat", settings=library))[0] in (
-        "pets/chelsea.jpg",
-        "pets/chelsea-copy.jpg",
-    )
+    assert keys(api.search("a cat", settings=library))[0] in CATS
     assert keys(api.search("a cup of coffee", settings=library))[0] == "kitchen/coffee.jpg"
 
 
 def test_keyword_search_finds_exact_words(library: Settings) -> None:
-    assert (
-        keys(api.search("motorcycle.jpg", mode="keyword", settings=library))[0]
-        == "street/motorcycle.jpg"
-    )
+    found = api.search("motorcycle.jpg", mode="keyword", settings=library)
+    assert keys(found)[0] == "street/motorcycle.jpg"
     hits = api.search("rocket", mode="keyword", settings=library)
-    assert hits[0].key == "space/rocket.jpg" and hits[0].matched == "keyword"
+    assert hits[0].key == "space ✨/rocket launch.jpg" and hits[0].matched == "keyword"
 
 
 @pytest.mark.skipif(not tesseract_available(), reason="tesseract-ocr is not installed")
@@ -88,15 +45,13 @@ def test_words_on_a_sign_are_found_by_keyword_and_hybrid(library: Settings) -> N
     hybrid = api.search("ACME", mode="hybrid", top_k=3, settings=library)
     assert "signs/shopfront.jpg" in keys(hybrid[:2])
     assert next(h for h in hybrid if h.key == "signs/shopfront.jpg").matched in ("keyword", "both")
+    assert "ACME" in next(h for h in hybrid if h.key == "signs/shopfront.jpg").text
 
 
 def test_filters(library: Settings) -> None:
-    only_pets = api.search("a cup of coffee", prefixes=["pets"], settings=library)
-    assert set(keys(only_pets)) <= {"pets/chelsea.jpg", "pets/chelsea-copy.jpg"}
-    assert set(keys(api.search("an animal", tags=["cat"], top_k=10, settings=library))) == {
-        "pets/chelsea.jpg",
-        "pets/chelsea-copy.jpg",
-    }
+    only_pets = api.search("a cup of coffee", prefixes=["pets & animals"], settings=library)
+    assert set(keys(only_pets)) <= CATS
+    assert set(keys(api.search("an animal", tags=["cat"], top_k=10, settings=library))) == CATS
     in_2019 = api.search(
         "a photo", date_from=date(2019, 1, 1), date_to=date(2019, 12, 31), settings=library
     )
@@ -104,41 +59,82 @@ def test_filters(library: Settings) -> None:
     assert api.search("a cup of coffee", min_score=0.99, settings=library) == []
 
 
+def test_the_search_mode_setting_is_the_default(library: Settings) -> None:
+    keyword_default = library.replace(search_mode="keyword")
+    assert api.search("rocket", settings=keyword_default)[0].matched == "keyword"
+    assert api.search("rocket", settings=library)[0].matched == "dense"
+
+
 def test_similar_images_by_key_and_by_a_new_file(library: Settings, tmp_path) -> None:
-    like_chelsea = api.similar(key="pets/chelsea.jpg", settings=library)
-    assert like_chelsea[0].key == "pets/chelsea-copy.jpg" and "pets/chelsea.jpg" not in keys(
-        like_chelsea
-    )
+    like_chelsea = api.similar(key=CAT, settings=library)
+    assert like_chelsea[0].key == CAT_COPY
+    assert CAT not in keys(like_chelsea)
     new_file = tmp_path / "my coffee.png"
     photo("coffee").rotate(3).save(new_file)
     assert api.similar(image=new_file, settings=library)[0].key == "kitchen/coffee.jpg"
-    with pytest.raises(ValueError, match="not in the index"):
-        api.similar(key="pets/nope.jpg", settings=library)
+    assert api.similar(image=new_file.read_bytes(), settings=library)[0].key == "kitchen/coffee.jpg"
 
 
 def test_near_duplicates_of_a_reencoded_copy(library: Settings) -> None:
     groups = api.duplicates(settings=library)
-    assert [group.keys for group in groups] == [["pets/chelsea-copy.jpg", "pets/chelsea.jpg"]]
+    assert [group.keys for group in groups] == [sorted(CATS)]
     assert groups[0].similarity >= 0.9
+    assert api.duplicates(prefixes=["kitchen"], settings=library) == []
 
 
-def test_cli_similar_duplicates_and_empty_results(library: Settings) -> None:
-    similar = run_dam(library, "similar", "--key", "pets/chelsea.jpg", "--json", "-k", "1")
-    assert similar.returncode == 0, similar.stderr
-    assert json.loads(similar.stdout)[0]["key"] == "pets/chelsea-copy.jpg"
-    dupes = run_dam(library, "duplicates", "--json")
-    assert json.loads(dupes.stdout)[0]["keys"] == ["pets/chelsea-copy.jpg", "pets/chelsea.jpg"]
-    nothing = run_dam(library, "search", "a cup of coffee", "--min-score", "0.99")
-    assert nothing.returncode == 0 and "No image matches" in nothing.stdout
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: api.search("  ", settings=s), "question is empty"),
+        (lambda s: api.search("cat", top_k=0, settings=s), "between 1 and 100"),
+        (lambda s: api.search("cat", top_k=101, settings=s), "between 1 and 100"),
+        (lambda s: api.search("cat", prefixes=["parties"], settings=s), "Unknown prefix 'parties'"),
+        (lambda s: api.search("cat", mode="fuzzy", settings=s), "Unknown search mode"),
+        (lambda s: api.similar(key="pets & animals/nope.jpg", settings=s), "not in the index"),
+        (lambda s: api.similar(settings=s), "either the key"),
+        (lambda s: api.duplicates(max_distance=99, settings=s), "from 0 to 32"),
+        (
+            lambda s: api.search(
+                "cat", date_from=date(2020, 1, 2), date_to=date(2020, 1, 1), settings=s
+            ),
+            "date range is empty",
+        ),
+    ],
+)
+def test_bad_requests_are_refused_in_one_line(library: Settings, call, message: str) -> None:
+    with pytest.raises(QueryError, match=message) as refused:
+        call(library)
+    assert "\n" not in str(refused.value)
 
 
-def run_query(settings: Settings, config: dict):
-    import dagster as dg
+def test_unknown_prefix_lists_the_known_ones(library: Settings) -> None:
+    with pytest.raises(QueryError) as refused:
+        api.search("cat", prefixes=["parties"], settings=library)
+    assert "'kitchen'" in str(refused.value) and "'space ✨'" in str(refused.value)
+    assert api.prefixes(settings=library) == sorted(
+        ["kitchen", "pets & animals", "signs", "space ✨", "street"]
+    )
 
+
+def test_an_empty_index_says_so_and_creates_nothing(tmp_path) -> None:
+    empty = Settings(data_dir=tmp_path / "nothing-here")
+    for call in (
+        lambda: api.search("a cat", settings=empty),
+        lambda: api.ask("a cat?", settings=empty),
+        lambda: api.duplicates(settings=empty),
+    ):
+        with pytest.raises(EmptyIndexError, match="run `dam ingest`"):
+            call()
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def run_query(settings: Settings, config: dict) -> dg.ExecuteInProcessResult:
     with dg.instance_for_test() as instance:
         job = build_definitions(settings).resolve_job_def("query_job")
         return job.execute_in_process(
-            instance=instance, run_config={"ops": {"answer_question": {"config": config}}}
+            instance=instance,
+            run_config={"ops": {"answer_question": {"config": config}}},
+            raise_on_error=False,
         )
 
 
@@ -147,7 +143,7 @@ def run_query(settings: Settings, config: dict):
     [
         ("search", {"question": "a cup of coffee"}, "kitchen/coffee.jpg"),
         ("ask", {"question": "a cup of coffee"}, "kitchen/coffee.jpg"),
-        ("similar", {"key": "pets/chelsea.jpg"}, "pets/chelsea-copy.jpg"),
+        ("similar", {"key": CAT}, CAT_COPY),
     ],
 )
 def test_query_job_modes(library: Settings, mode: str, extra: dict, expected: str) -> None:
@@ -163,6 +159,25 @@ def test_query_job_modes(library: Settings, mode: str, extra: dict, expected: st
     assert expected in markdown and "data:image/jpeg;base64" in markdown
 
 
+def test_query_job_uses_the_configured_search_mode(library: Settings) -> None:
+    result = run_query(
+        library.replace(search_mode="keyword"), {"mode": "search", "question": "rocket"}
+    )
+    assert result.output_for_node("answer_question")["hits"][0]["matched"] == "keyword"
+
+
 def test_query_job_lists_near_duplicate_groups(library: Settings) -> None:
     groups = run_query(library, {"mode": "duplicates"}).output_for_node("answer_question")["groups"]
-    assert [g["keys"] for g in groups] == [["pets/chelsea-copy.jpg", "pets/chelsea.jpg"]]
+    assert [g["keys"] for g in groups] == [sorted(CATS)]
+
+
+def test_query_job_refuses_a_bad_request_in_one_line(library: Settings) -> None:
+    result = run_query(library, {"mode": "search", "question": "cat", "prefixes": ["parties"]})
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "Unknown prefix 'parties'" in failure.event_specific_data.error_display_string
+
+
+def test_query_job_config_refuses_unknown_choices_before_launch(library: Settings) -> None:
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        run_query(library, {"mode": "serch", "question": "cat"})

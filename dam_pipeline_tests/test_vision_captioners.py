@@ -127,14 +127,12 @@ def test_configuration_chooses_the_provider() -> None:
 def test_failed_captions_are_kept_out_of_the_index_and_retried_next_run(
     server, settings, instance
 ) -> None:
-    import dataclasses
 
     from dam_pipeline.api import search
-    from dam_pipeline_tests.conftest import write_library
-    from dam_pipeline_tests.test_pipeline import ingest
+    from dam_pipeline_tests.conftest import ingest, write_library
 
-    settings = dataclasses.replace(
-        settings, captioner="openai", captioner_model="llava", captioner_base_url=f"{server.url}/v1"
+    settings = settings.replace(
+        captioner="openai", captioner_model="llava", captioner_base_url=f"{server.url}/v1"
     )
     write_library(settings.layout.library, {"pets/cat.jpg": "chelsea", "pets/rocket.jpg": "rocket"})
     server.script(*[(400, {"error": {"message": "model not loaded"}}, {})] * 2)

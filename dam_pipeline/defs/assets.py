@@ -3,7 +3,8 @@
 raw_images → normalized_images → captions → embeddings → vector_index
 
 Each asset passes a manifest (never image bytes) to the next and delegates the work to the
-stage function of the same name in ``dam_pipeline.stages``.
+stage function of the same name in ``dam_pipeline.stages``. ``build_image_library_assets``
+binds them to the configured providers, which the asset graph shows as kinds.
 """
 
 import dagster as dg
@@ -20,15 +21,12 @@ from dam_pipeline.defs.resources import (
 )
 from dam_pipeline.keys import decode_prefix
 from dam_pipeline.manifests import Manifest
+from dam_pipeline.settings import Settings
 
-ASSET_DEFAULTS = dict(
-    partitions_def=image_prefixes,
-    io_manager_key="manifest_io_manager",
-    group_name="image_library",
-)
+GROUP = "image_library"
+ASSET_NAMES = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 
 
-@dg.asset(**ASSET_DEFAULTS, kinds={"python"})
 def raw_images(
     context: dg.AssetExecutionContext, source: SourceResource, storage: StorageResource
 ) -> dg.Output[Manifest]:
@@ -37,12 +35,11 @@ def raw_images(
         source.open(),
         decode_prefix(context.partition_key),
         previous=storage.previous_manifest("raw_images", context.partition_key),
-        workers=storage.workers,
+        workers=storage.settings.workers,
     )
     return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
-@dg.asset(**ASSET_DEFAULTS, kinds={"python"})
 def normalized_images(
     context: dg.AssetExecutionContext,
     raw_images: Manifest,
@@ -56,14 +53,13 @@ def normalized_images(
         raw_images,
         storage.object_store(),
         previous=storage.previous_manifest("normalized_images", context.partition_key),
-        max_side=storage.max_side,
-        max_pixels=storage.max_image_pixels or None,
-        workers=storage.workers,
+        max_side=storage.settings.max_side,
+        max_pixels=storage.settings.max_image_pixels or None,
+        workers=storage.settings.workers,
     )
     return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
-@dg.asset(**ASSET_DEFAULTS, kinds={"pytorch"})
 def captions(
     normalized_images: Manifest, captioner: CaptionerResource, storage: StorageResource
 ) -> dg.Output[Manifest]:
@@ -77,7 +73,6 @@ def captions(
     return dg.Output(manifest, metadata=metadata)
 
 
-@dg.asset(**ASSET_DEFAULTS, kinds={"pytorch"})
 def embeddings(
     captions: Manifest, embedder: EmbedderResource, storage: StorageResource
 ) -> dg.Output[Manifest]:
@@ -88,7 +83,6 @@ def embeddings(
     return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
-@dg.asset(**ASSET_DEFAULTS, kinds={"chroma"})
 def vector_index(
     context: dg.AssetExecutionContext,
     embeddings: Manifest,
@@ -103,7 +97,7 @@ def vector_index(
         storage.cache(),
         source_id=source.open().source_id,
         partition_key=context.partition_key,
-        max_delete_share=vector_store.max_delete_share,
+        max_delete_share=vector_store.settings.max_delete_share,
         keywords=storage.keyword_index(),
     )
     if manifest.summary.get("deletion_blocked"):
@@ -115,4 +109,27 @@ def vector_index(
     return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
-image_library_assets = [raw_images, normalized_images, captions, embeddings, vector_index]
+CAPTIONER_KINDS = {"local": "pytorch", "groq": "groq", "openai": "openai"}
+EMBEDDER_KINDS = {"sentence-transformers": "pytorch", "bedrock-titan": "bedrock"}
+STORE_KINDS = {"chroma": "chroma", "pinecone": "pinecone"}
+
+
+def build_image_library_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """The five assets, with kinds naming the configured source and providers."""
+    source_kind = "s3" if settings.source.startswith("s3://") else "python"
+    kinds = {
+        raw_images: {source_kind},
+        normalized_images: {"python", "pillow"},
+        captions: {CAPTIONER_KINDS[settings.captioner]},
+        embeddings: {EMBEDDER_KINDS[settings.embedder]},
+        vector_index: {STORE_KINDS[settings.vector_store], "sqlite"},
+    }
+    return [
+        dg.asset(
+            partitions_def=image_prefixes,
+            io_manager_key="manifest_io_manager",
+            group_name=GROUP,
+            kinds=asset_kinds,
+        )(compute)
+        for compute, asset_kinds in kinds.items()
+    ]

@@ -1,42 +1,38 @@
 """Asset checks: what must hold after each materialization, shown beside the asset in the UI."""
 
-import os
-
 import dagster as dg
 
-from dam_pipeline.defs.assets import captions, vector_index
 from dam_pipeline.defs.partitions import image_prefixes
-from dam_pipeline.defs.resources import VectorStoreResource
+from dam_pipeline.defs.resources import StorageResource, VectorStoreResource
 from dam_pipeline.manifests import Manifest
-
-MAX_QUARANTINE_SHARE = float(os.environ.get("DAM_MAX_QUARANTINE_SHARE", "0.1"))
 
 
 @dg.asset_check(
-    asset=captions,
+    asset="captions",
     partitions_def=image_prefixes,
-    description="Few images are quarantined or failed (warns).",
+    description="Few images are quarantined or failed (warns above DAM_MAX_QUARANTINE_SHARE).",
 )
-def captions_quarantine_share(captions: Manifest) -> dg.AssetCheckResult:
+def captions_quarantine_share(captions: Manifest, storage: StorageResource) -> dg.AssetCheckResult:
+    threshold = storage.settings.max_quarantine_share
     seen = len(captions)
     not_ok = captions.not_ok()
     share = len(not_ok) / seen if seen else 0.0
     return dg.AssetCheckResult(
-        passed=share <= MAX_QUARANTINE_SHARE,
+        passed=share <= threshold,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "seen": seen,
             "quarantined": sum(r.status == "quarantined" for r in not_ok),
             "failed": sum(r.status == "failed" for r in not_ok),
             "share": round(share, 4),
-            "threshold": MAX_QUARANTINE_SHARE,
+            "threshold": threshold,
             "examples": dg.MetadataValue.json({r.key: r.reason for r in not_ok[:10]}),
         },
     )
 
 
 @dg.asset_check(
-    asset=vector_index,
+    asset="vector_index",
     partitions_def=image_prefixes,
     description="Exactly one vector per processed object, of the configured model and dimension.",
 )

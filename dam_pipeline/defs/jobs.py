@@ -1,12 +1,12 @@
 """Jobs: ingest a partition, register the prefixes that exist, and answer a question."""
 
 from datetime import date
-from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
-from dam_pipeline.defs.assets import image_library_assets
+from dam_pipeline.defs.assets import GROUP
 from dam_pipeline.defs.metadata import answer_markdown, duplicates_markdown, thumbnail_data_uri
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import (
@@ -16,23 +16,20 @@ from dam_pipeline.defs.resources import (
     SourceResource,
     StorageResource,
     VectorStoreResource,
+    open_library,
 )
-from dam_pipeline.keys import encode_prefix, vector_id
+from dam_pipeline.keys import encode_prefix
+from dam_pipeline.library import EmptyIndexError, QueryError
 from dam_pipeline.reasoning import Answer
-from dam_pipeline.retrieval import Filters, search
-from dam_pipeline.retrieval.similar import (
-    duplicates_in,
-    similar_to_indexed,
-    similar_to_vector,
-    vector_for_image,
-)
 from dam_pipeline.sources import Source
-from dam_pipeline.sources.base import partition_of
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.assets(*image_library_assets),
+    selection=dg.AssetSelection.groups(GROUP),
     partitions_def=image_prefixes,
+    # One process per run: the steps run one after the other anyway (each needs the one
+    # before), and a process per step would import torch and load the models five times.
+    executor_def=dg.in_process_executor,
     description="Materialize the whole image pipeline for one prefix.",
 )
 
@@ -62,15 +59,21 @@ def discover_prefixes_job() -> None:
 
 
 class QueryConfig(dg.Config):
-    mode: str = Field(
+    """What to ask; the launchpad checks the choices before a run starts."""
+
+    mode: Literal["ask", "search", "similar", "duplicates"] = Field(
         default="ask",
         description="ask (an answer citing images), search, similar, or duplicates.",
     )
-    question: str = Field(default="", description="What to look for, in plain words.")
+    question: str = Field(
+        default="Which photo shows a cat?", description="What to look for, in plain words."
+    )
     key: str = Field(default="", description="similar: the key of an indexed image.")
     image_path: str = Field(default="", description="similar: a new image file to compare.")
-    retrieval: str = Field(default="dense", description="dense, hybrid or keyword.")
-    top_k: int = Field(default=5, description="How many images to retrieve.")
+    retrieval: Literal["default", "dense", "hybrid", "keyword"] = Field(
+        default="default", description="default (DAM_SEARCH_MODE), dense, hybrid or keyword."
+    )
+    top_k: int = Field(default=5, ge=1, le=100, description="How many images to retrieve.")
     prefixes: list[str] = Field(default_factory=list, description="Limit to these prefixes.")
     tags: list[str] = Field(default_factory=list, description="Require all these tags.")
     date_from: str = Field(default="", description="YYYY-MM-DD, on the date taken (else modified).")
@@ -78,14 +81,23 @@ class QueryConfig(dg.Config):
     min_score: float = Field(default=0.0, description="Drop hits under this similarity.")
     max_distance: int = Field(default=6, description="duplicates: Hamming bits of 64 (6 ~ 0.9).")
 
-    def filters(self) -> Filters:
-        return Filters(
-            prefixes=tuple(self.prefixes),
-            date_from=date.fromisoformat(self.date_from) if self.date_from else None,
-            date_to=date.fromisoformat(self.date_to) if self.date_to else None,
-            tags=tuple(self.tags),
-            min_score=self.min_score,
-        )
+    def search_options(self) -> dict:
+        return {
+            "top_k": self.top_k,
+            "prefixes": self.prefixes,
+            "tags": self.tags,
+            "date_from": _day(self.date_from, "date_from"),
+            "date_to": _day(self.date_to, "date_to"),
+            "min_score": self.min_score,
+            "mode": None if self.retrieval == "default" else self.retrieval,
+        }
+
+
+def _day(text: str, name: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        raise QueryError(f"{name} must be a date as YYYY-MM-DD, not {text!r}.") from None
 
 
 @dg.op
@@ -99,80 +111,57 @@ def answer_question(
     vector_store: VectorStoreResource,
     reasoner: ReasonerResource,
 ) -> dict:
-    """Search, ask (search, then answer from the captions only, citing them) or find
-    similar images; the result shows as markdown in the run's metadata."""
-    if config.mode not in ("ask", "search", "similar", "duplicates"):
-        raise dg.Failure(f"mode must be ask, search, similar or duplicates, not {config.mode!r}")
-    opened, store = source.open(), vector_store.open()
-    if config.mode == "duplicates":
-        partitions = [encode_prefix(p) for p in config.prefixes]
-        groups = duplicates_in(
-            store, partitions or storage.keyword_index().partitions(), config.max_distance
-        )
-        context.add_output_metadata(
-            {"groups": len(groups), "duplicates": dg.MetadataValue.md(duplicates_markdown(groups))}
-        )
-        return {"groups": [{"keys": g.keys, "similarity": g.similarity} for g in groups]}
-    if config.mode == "similar":
-        hits = _similar(config, opened, store, storage, captioner, embedder)
-        title = f"Images like {config.key or config.image_path}"
-        answer = Answer(title, f"{len(hits)} similar images.", hits, [], "similar")
-    else:
-        if not config.question.strip():
-            raise dg.Failure("The question is empty: set ops.answer_question.config.question")
-        hits = search(
-            config.question,
-            embedder.build(),
-            store,
-            top_k=config.top_k,
-            filters=config.filters(),
-            mode=config.retrieval,
-            keywords=storage.keyword_index(),
-            url_for=opened.url_for,
-        )
-        if config.mode == "search":
-            summary = f"{len(hits)} images match." if hits else "No image matches well enough."
-            answer = Answer(config.question, summary, hits, [], "search")
-        else:
-            answer = reasoner.build().answer(config.question, hits)
+    """Ask, search, find similar images or near-duplicates through the same code as the API
+    and the CLI; the result shows as markdown in the run's metadata."""
+    library = open_library(source, vector_store, embedder, captioner, reasoner)
+    try:
+        if config.mode == "duplicates":
+            groups = library.duplicates(prefixes=config.prefixes, max_distance=config.max_distance)
+            context.add_output_metadata(
+                {
+                    "groups": len(groups),
+                    "duplicates": dg.MetadataValue.md(duplicates_markdown(groups)),
+                }
+            )
+            return {"groups": [{"keys": g.keys, "similarity": g.similarity} for g in groups]}
+        answer = _answer(library, config)
+    except (QueryError, EmptyIndexError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     objects = storage.object_store()
     thumbnails = {
         hit.key: thumbnail_data_uri(objects, hit.normalized_hash)
-        for hit in hits
+        for hit in answer.sources
         if objects.has(hit.normalized_hash)
     }
     context.add_output_metadata(
         {
             "answer": dg.MetadataValue.md(answer_markdown(answer, thumbnails)),
-            "hits": len(hits),
-            "cited": dg.MetadataValue.json([answer.sources[n - 1].key for n in answer.cited]),
+            "hits": len(answer.sources),
+            "cited": dg.MetadataValue.json([hit.key for hit in answer.cited_hits]),
         }
     )
-    return {
-        "question": answer.question,
-        "answer": answer.text,
-        "cited": answer.cited,
-        "error": answer.error,
-        "hits": [hit.__dict__ for hit in hits],
-    }
+    return answer.to_dict()
 
 
-def _similar(config, source, store, storage, captioner, embedder) -> list:
-    if bool(config.key) == bool(config.image_path):
-        raise dg.Failure("similar needs exactly one of key or image_path")
-    if config.key:
-        partition = encode_prefix(partition_of(config.key, source.depth))
-        return similar_to_indexed(
-            vector_id(source.source_id, config.key),
-            partition,
-            store,
-            config.top_k,
-            config.filters(),
-            source.url_for,
+def _answer(library, config: QueryConfig) -> Answer:
+    if config.mode == "similar":
+        if bool(config.key) == bool(config.image_path):
+            raise QueryError("similar needs exactly one of key or image_path.")
+        options = config.search_options()
+        hits = library.similar(
+            key=config.key or None,
+            image=config.image_path or None,
+            top_k=config.top_k,
+            prefixes=options["prefixes"],
+            min_score=config.min_score,
         )
-    data = Path(config.image_path).expanduser().read_bytes()
-    vector = vector_for_image(data, storage.max_side, captioner.build(), embedder.build())
-    return similar_to_vector(vector, store, config.top_k, config.filters(), url_for=source.url_for)
+        title = f"Images like {config.key or config.image_path}"
+        return Answer(title, f"{len(hits)} similar images.", hits, [], "similar")
+    if config.mode == "search":
+        hits = library.search(config.question, **config.search_options())
+        summary = f"{len(hits)} images match." if hits else "No image matches well enough."
+        return Answer(config.question, summary, hits, [], "search")
+    return library.ask(config.question, **config.search_options())
 
 
 @dg.job(description="Search the index and answer a question about the images.")

@@ -1,8 +1,6 @@
 """Sensors that follow the source: new prefixes become partitions; uploads, overwrites and
 deletions trigger runs of exactly the partitions they touch."""
 
-import os
-
 import dagster as dg
 
 from dam_pipeline.defs.jobs import ingest_job
@@ -10,10 +8,6 @@ from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import SourceResource, StorageResource
 from dam_pipeline.keys import encode_prefix
 from dam_pipeline.sync import scan_changes
-
-SENSOR_INTERVAL_SECONDS = int(os.environ.get("DAM_SENSOR_INTERVAL_SECONDS", "30"))
-SENSOR_BUDGET_SECONDS = float(os.environ.get("DAM_SENSOR_BUDGET_SECONDS", "40"))
-"""How long one tick may list before it continues on the next (Dagster allows 60 s)."""
 
 
 def _add_missing_partitions(
@@ -24,10 +18,6 @@ def _add_missing_partitions(
     return [image_prefixes.build_add_request(new)] if new else []
 
 
-@dg.sensor(
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    description="Registers every prefix of the source as a partition (delimiter listing).",
-)
 def prefix_discovery_sensor(
     context: dg.SensorEvaluationContext, source: SourceResource
 ) -> dg.SensorResult:
@@ -38,11 +28,6 @@ def prefix_discovery_sensor(
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
-@dg.sensor(
-    job=ingest_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    description="Runs ingest_job for each partition with new, overwritten or deleted objects.",
-)
 def upload_sensor(
     context: dg.SensorEvaluationContext, source: SourceResource, storage: StorageResource
 ) -> dg.SensorResult:
@@ -51,7 +36,8 @@ def upload_sensor(
         for key in context.instance.get_dynamic_partitions(image_prefixes.name)
         if (manifest := storage.previous_manifest("raw_images", key)) is not None
     }
-    scan = scan_changes(source.open(), context.cursor, known, SENSOR_BUDGET_SECONDS)
+    budget = storage.settings.sensor_budget_seconds  # a tick lists this long (Dagster: 60 s)
+    scan = scan_changes(source.open(), context.cursor, known, budget)
     runs = [
         dg.RunRequest(
             partition_key=key,
@@ -75,3 +61,19 @@ def upload_sensor(
         cursor=scan.cursor,
         skip_reason=None if runs else f"{scan.objects} objects, nothing changed",
     )
+
+
+def build_sensors(interval_seconds: int) -> list[dg.SensorDefinition]:
+    """The two sensors, evaluated at most every ``DAM_SENSOR_INTERVAL_SECONDS``."""
+    return [
+        dg.sensor(
+            minimum_interval_seconds=interval_seconds,
+            description="Registers every prefix of the source as a partition (delimiter listing).",
+        )(prefix_discovery_sensor),
+        dg.sensor(
+            job=ingest_job,
+            minimum_interval_seconds=interval_seconds,
+            description="Runs ingest_job for each partition with new, overwritten or deleted "
+            "objects.",
+        )(upload_sensor),
+    ]

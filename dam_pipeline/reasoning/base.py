@@ -27,6 +27,17 @@ class Answer:
     def cited_hits(self) -> list[Hit]:
         return [self.sources[n - 1] for n in self.cited]
 
+    def to_dict(self) -> dict:
+        """The answer as JSON-ready data: text, citations (source -> key) and the hits."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "citations": [{"source": f"S{n}", "key": self.sources[n - 1].key} for n in self.cited],
+            "hits": [hit.to_dict() for hit in self.sources],
+            "reasoner": self.reasoner,
+            "error": self.error,
+        }
+
 
 class Reasoner(Protocol):
     name: str

@@ -52,12 +52,14 @@ def format_sources(sources: Sequence[Hit]) -> str:
     blocks = []
     for number, hit in enumerate(sources, start=1):
         tags = ", ".join(hit.tags[:15])
-        blocks.append(
-            f'<source id="S{number}" image="{neutralize(hit.key)}">\n'
-            f"caption: {neutralize(hit.caption)}\n"
-            f"tags: {neutralize(tags)}\n"
-            f"</source>"
-        )
+        lines = [
+            f'<source id="S{number}" image="{neutralize(hit.key)}">',
+            f"caption: {neutralize(hit.caption)}",
+            f"tags: {neutralize(tags)}",
+        ]
+        if hit.text:
+            lines.append(f"visible text: {neutralize(hit.text)}")
+        blocks.append("\n".join([*lines, "</source>"]))
     return "\n".join(blocks)
 
 

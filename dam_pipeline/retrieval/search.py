@@ -7,9 +7,8 @@ unrelated images, and callers say so.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import cached_property
 
@@ -25,7 +24,8 @@ MODES = ("dense", "hybrid", "keyword")
 RRF_K = 60
 """Reciprocal-rank fusion constant (Cormack et al.): 1 / (k + rank) from each list."""
 MIN_POOL = 50
-KEYWORD_WEIGHT = float(os.environ.get("DAM_KEYWORD_WEIGHT", "0.25"))
+KEYWORD_WEIGHT = 0.25
+"""Weight of the keyword ranking in hybrid fusion (``DAM_KEYWORD_WEIGHT``)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,11 @@ class Hit:
     """How it was found: dense, keyword or both."""
     date: str = ""
     normalized_hash: str = ""
+    text: str = ""
+    """Text read off the image (OCR, or the vision model's transcription)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def hit_from(
@@ -101,6 +106,7 @@ def hit_from(
         matched=matched,
         date=str(metadata.get("date", "")),
         normalized_hash=str(metadata.get("normalized_hash", "")),
+        text=str(metadata.get("ocr_text", "")),
     )
 
 
@@ -132,6 +138,7 @@ def search(
     mode: str = "dense",
     keywords: KeywordIndex | None = None,
     url_for: Callable[[str], str] | None = None,
+    keyword_weight: float = KEYWORD_WEIGHT,
 ) -> list[Hit]:
     """The ``top_k`` images that best match ``question``, best first."""
     question = question.strip()
@@ -163,7 +170,7 @@ def search(
     elif mode == "keyword":
         order = list(lexical)
     else:
-        order = reciprocal_rank_fusion([list(dense), list(lexical)], [1.0, KEYWORD_WEIGHT])
+        order = reciprocal_rank_fusion([list(dense), list(lexical)], [1.0, keyword_weight])
 
     missing = [(vid, "") for vid in order if vid not in dense]
     fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}

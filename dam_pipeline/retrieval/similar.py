@@ -56,10 +56,11 @@ def similar_to_indexed(
     top_k: int = 5,
     filters: Filters | None = None,
     url_for: Callable[[str], str] | None = None,
-) -> list[Hit]:
+) -> list[Hit] | None:
+    """Images like an indexed one, or None when ``vector_id`` is not in the index."""
     fetched = store.fetch([(vector_id, partition)])
     if vector_id not in fetched:
-        raise ValueError("That image is not in the index: check the key, or ingest it first.")
+        return None
     vector, _, _ = fetched[vector_id]
     return similar_to_vector(vector, store, top_k, filters, exclude=[vector_id], url_for=url_for)
 

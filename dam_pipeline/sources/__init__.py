@@ -9,6 +9,7 @@ from dam_pipeline.sources.base import (
     ObjectGoneError,
     Source,
     SourceObject,
+    SourceUnavailableError,
     is_image_key,
 )
 from dam_pipeline.sources.local import LocalFolderSource
@@ -21,6 +22,7 @@ __all__ = [
     "S3Source",
     "Source",
     "SourceObject",
+    "SourceUnavailableError",
     "is_image_key",
     "open_source",
     "parse_s3_uri",
@@ -46,7 +48,7 @@ def s3_client_from_env(endpoint_url: str | None = None, region: str | None = Non
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10),
     )
 
 
@@ -56,8 +58,10 @@ def open_source(
     s3_client: Any = None,
     url_expiry_seconds: int = 3600,
     public_url_template: str = "",
+    library_id: str = "library",
 ) -> Source:
-    """The source named by ``uri`` (``DAM_SOURCE``): ``s3://bucket[/root]`` or a folder."""
+    """The source named by ``uri`` (``DAM_SOURCE``): ``s3://bucket[/root]`` or a folder
+    (``library_id`` names it in vector ids, so the folder may move)."""
     if uri.startswith("s3://"):
         bucket, root = parse_s3_uri(uri)
         return S3Source(
@@ -68,4 +72,4 @@ def open_source(
             url_expiry_seconds=url_expiry_seconds,
             public_url_template=public_url_template,
         )
-    return LocalFolderSource(uri.removeprefix("file://"), depth=depth)
+    return LocalFolderSource(uri.removeprefix("file://"), depth=depth, library_id=library_id)

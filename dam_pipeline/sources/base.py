@@ -58,6 +58,11 @@ class ObjectGoneError(FileNotFoundError):
     """The object was listed but is gone by the time we read it."""
 
 
+class SourceUnavailableError(RuntimeError):
+    """The source as a whole cannot be listed or read: a missing bucket, an endpoint that
+    does not answer, refused credentials. The message says what to check."""
+
+
 class Source(Protocol):
     """Lists and reads objects; ``key`` is always the full object key, ``/``-separated."""
 

@@ -14,12 +14,14 @@ class LocalFolderSource:
     """Partitions are the folders ``depth`` levels down; files higher up belong to the
     nearest folder above them (the library's top level is the ``""`` prefix)."""
 
-    def __init__(self, root: Path | str, depth: int = 1) -> None:
+    def __init__(self, root: Path | str, depth: int = 1, library_id: str = "library") -> None:
         if depth < 1:
             raise ValueError(f"The partition depth must be 1 or more, not {depth}")
         self.root = Path(root).expanduser().resolve()
         self.depth = depth
-        self.source_id = f"file://{self.root}"
+        # What identifies the library to a user, not where it sits on disk: vector ids
+        # derive from it, so moving the folder (or the data directory) keeps every id.
+        self.source_id = f"folder:{library_id}"
         self.hashes_while_listing = True  # local reads are cheap: hash in raw_images
 
     def _check_root(self) -> None:

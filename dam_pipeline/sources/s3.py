@@ -10,7 +10,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from dam_pipeline.sources.base import ObjectGoneError, SourceObject, partition_level
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dam_pipeline.sources.base import (
+    ObjectGoneError,
+    SourceObject,
+    SourceUnavailableError,
+    partition_level,
+)
 
 PAGE_SIZE = 1000
 
@@ -57,7 +64,30 @@ class S3Source:
             args["Delimiter"] = delimiter
         if start_after:
             args["StartAfter"] = self._full_key(start_after)
-        yield from paginator.paginate(**args)
+        try:
+            yield from paginator.paginate(**args)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> SourceUnavailableError:
+        """One line a person can act on, instead of botocore's traceback."""
+        where = self.client.meta.endpoint_url
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        if code == "NoSuchBucket":
+            hint = f"the bucket {self.bucket!r} does not exist at {where}: check DAM_SOURCE"
+        elif code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            hint = (
+                f"{where} refused access to {self.bucket!r} ({code}): check AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY and the bucket policy"
+            )
+        elif code:
+            hint = f"{where} answered {code} for {self.bucket!r}: {exc}"
+        else:
+            hint = (
+                f"cannot reach {where} ({type(exc).__name__}): check AWS_ENDPOINT_URL and "
+                "that the server is running"
+            )
+        return SourceUnavailableError(f"Cannot list {self.source_id}: {hint}.")
 
     def _objects(
         self, folder: str, recursive: bool, start_after: str | None = None

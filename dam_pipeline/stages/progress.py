@@ -11,10 +11,19 @@ from tqdm import tqdm
 
 log = logging.getLogger("dam_pipeline")
 
+_shown: bool | None = None
+"""None: bars on terminals only; False: never (``dam --quiet``)."""
+
+
+def show_progress(shown: bool | None) -> None:
+    global _shown
+    _shown = shown
+
 
 def progress(total: int, description: str) -> tqdm:
     """A progress bar on terminals; silent (but still counting) elsewhere."""
-    return tqdm(total=total, desc=description, unit="img", disable=None, leave=False)
+    disable = None if _shown is None else not _shown
+    return tqdm(total=total, desc=description, unit="img", disable=disable, leave=False)
 
 
 @contextmanager

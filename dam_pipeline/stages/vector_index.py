@@ -7,6 +7,7 @@ once, nothing is deleted and the summary says so (a storage outage must not empt
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from dam_pipeline.cache import ContentCache
@@ -15,6 +16,7 @@ from dam_pipeline.manifests import EmbeddingRecord, IndexedRecord, Manifest
 from dam_pipeline.retrieval.keyword_index import KeywordDocument, KeywordIndex
 from dam_pipeline.stages.progress import batched, log, progress, timed
 from dam_pipeline.vector_stores import VectorRecord, VectorStore
+from dam_pipeline.vector_stores.base import Metadata
 
 UPSERT_BATCH = 256
 CAPTION_METADATA_LIMIT = 2000
@@ -75,11 +77,55 @@ def keyword_document(
     )
 
 
-def _changed(stored: dict | None, record: EmbeddingRecord, partition_key: str) -> bool:
-    if stored is None:
-        return True
-    wanted = vector_metadata(record, partition_key)
-    return any(stored.get(field) != value for field, value in wanted.items())
+@dataclass(frozen=True)
+class SyncPlan:
+    """What one sync of a partition does to its vectors; computed without touching them."""
+
+    upsert: list[str] = field(default_factory=list)
+    """Ids of vectors that are new or whose metadata changed."""
+    delete: list[str] = field(default_factory=list)
+    """Ids to remove now: objects gone from the source, or no longer indexable."""
+    kept: set[str] = field(default_factory=set)
+    """Ids left as they are although not desired: failed captions (retried next run) and,
+    when the guard refused a mass deletion, the objects that seem gone."""
+    would_delete: int = 0
+    deletion_blocked: bool = False
+
+
+def plan_sync(
+    desired: dict[str, Metadata],
+    existing: dict[str, Metadata],
+    listed_keys: set[str],
+    failed: set[str],
+    max_delete_share: float,
+) -> SyncPlan:
+    """Compare the vectors the manifest wants (id -> metadata) with those the index holds.
+
+    A vector whose object is still listed but no longer indexable (quarantined) is always
+    removed. Vectors of objects gone from the listing are removed too, unless more than
+    ``max_delete_share`` of the partition would vanish at once: that looks like a storage
+    outage, not a clean-up, so nothing of it is deleted and the plan says so.
+    """
+    upsert = [
+        vid
+        for vid, wanted in desired.items()
+        if (stored := existing.get(vid)) is None
+        or any(stored.get(name) != value for name, value in wanted.items())
+    ]
+    stale = [vid for vid in existing if vid not in desired and vid not in failed]
+    gone = [vid for vid in stale if existing[vid].get("key") not in listed_keys]
+    share_gone = len(gone) / len(existing) if existing else 0.0
+    blocked = bool(gone) and share_gone > max_delete_share
+    if blocked:
+        gone_set = set(gone)
+        return SyncPlan(
+            upsert=upsert,
+            delete=[vid for vid in stale if vid not in gone_set],
+            kept=failed | gone_set,
+            would_delete=len(gone),
+            deletion_blocked=True,
+        )
+    return SyncPlan(upsert=upsert, delete=stale, kept=set(failed))
 
 
 def index_partition(
@@ -92,102 +138,100 @@ def index_partition(
     keywords: KeywordIndex | None = None,
 ) -> Manifest:
     """Sync the partition's vectors (and its keyword documents, when a keyword index is
-    given) with the embeddings manifest."""
+    given) with the embeddings manifest: plan, then apply."""
     summary: dict = {}
     ok = embeddings.ok()
     if ok:
         store.ensure_compatible(ok[0].embedder, ok[0].dimension)
-    desired = {vector_id(source_id, r.key): r for r in ok}
-    listed_keys = {r.key for r in embeddings}
+    records = {vector_id(source_id, r.key): r for r in ok}
+    desired = {vid: vector_metadata(r, partition_key) for vid, r in records.items()}
+    failed = {vector_id(source_id, r.key) for r in embeddings if r.status == "failed"}
 
     with timed(summary, "seconds_listing_index"):
         existing = store.list_partition(partition_key)
-    to_upsert = [r for vid, r in desired.items() if _changed(existing.get(vid), r, partition_key)]
-    # A failed caption is retried next run: keep the vector it had until then.
-    keep = {vector_id(source_id, r.key) for r in embeddings if r.status == "failed"}
-    stale = [vid for vid in existing if vid not in desired and vid not in keep]
-    gone = [vid for vid in stale if existing[vid].get("key") not in listed_keys]
-    gone_set = set(gone)
-    now_quarantined = [vid for vid in stale if vid not in gone_set]
-
+    plan = plan_sync(desired, existing, {r.key for r in embeddings}, failed, max_delete_share)
     with timed(summary, "seconds_upserting"):
-        bar = progress(len(to_upsert), "indexing")
-        for batch in batched(to_upsert, UPSERT_BATCH):
-            vectors = cache.get_vectors(batch[0].embedder, [r.input_hash for r in batch])
-            absent = [r.key for r in batch if r.input_hash not in vectors]
-            if absent:
-                raise RuntimeError(
-                    f"{len(absent)} vectors are missing from the cache (e.g. {absent[0]!r}); "
-                    "re-materialize the embeddings asset for this partition"
-                )
-            store.upsert(
-                [
-                    VectorRecord(
-                        id=vector_id(source_id, r.key),
-                        vector=vectors[r.input_hash],
-                        document=r.text,
-                        metadata=vector_metadata(r, partition_key),
-                    )
-                    for r in batch
-                ]
-            )
-            bar.update(len(batch))
-        bar.close()
-
-    share_gone = len(gone) / len(existing) if existing else 0.0
-    deletion_blocked = bool(gone) and share_gone > max_delete_share
+        _upsert(store, cache, [(vid, records[vid], desired[vid]) for vid in plan.upsert])
+    if plan.deletion_blocked:
+        log.error(
+            "NOT deleting %d of %d vectors of partition %r (more than %.0f%% at once): this "
+            "looks like a storage outage, not a clean-up. Check the source; raise "
+            "DAM_MAX_DELETE_SHARE if the deletions are real.",
+            plan.would_delete,
+            len(existing),
+            partition_key,
+            max_delete_share * 100,
+        )
     with timed(summary, "seconds_deleting"):
-        if deletion_blocked:
-            log.error(
-                "NOT deleting %d of %d vectors of partition %r (%.0f%% > %.0f%% allowed): this "
-                "looks like a storage outage, not a clean-up. Check the source; raise "
-                "DAM_MAX_DELETE_SHARE if the deletions are real.",
-                len(gone),
-                len(existing),
-                partition_key,
-                share_gone * 100,
-                max_delete_share * 100,
-            )
-            removed = now_quarantined
-        else:
-            removed = stale
-        store.delete(removed, partition_key)
-
+        store.delete(plan.delete, partition_key)
     if keywords is not None:
         with timed(summary, "seconds_keyword_index"):
-            have = keywords.ids(partition_key)
-            refresh = {vector_id(source_id, r.key) for r in to_upsert}
-            todo = [r for vid, r in desired.items() if vid in refresh or vid not in have]
-            keywords.upsert([keyword_document(r, partition_key, source_id) for r in todo])
-            held_back = keep | (gone_set if deletion_blocked else set())
-            keywords.delete([vid for vid in have if vid not in desired and vid not in held_back])
+            _sync_keywords(keywords, plan, records, partition_key, source_id)
 
-    records = [
+    indexed = [
         IndexedRecord(
-            key=r.key,
-            vector_id=vector_id(source_id, r.key),
-            status=r.status,
-            reason=r.reason,
+            key=r.key, vector_id=vector_id(source_id, r.key), status=r.status, reason=r.reason
         )
         for r in embeddings
     ]
     summary.update(
-        seen=len(records),
+        seen=len(indexed),
         indexed=len(ok),
-        quarantined=sum(r.status == "quarantined" for r in records),
-        failed=len(keep),
-        upserted=len(to_upsert),
-        unchanged=len(ok) - len(to_upsert),
-        deleted=len(now_quarantined) if deletion_blocked else len(stale),
-        deletion_blocked=deletion_blocked,
+        quarantined=sum(r.status == "quarantined" for r in indexed),
+        failed=len(failed),
+        upserted=len(plan.upsert),
+        unchanged=len(ok) - len(plan.upsert),
+        deleted=len(plan.delete),
+        deletion_blocked=plan.deletion_blocked,
         embedder=ok[0].embedder if ok else "",
         dimension=ok[0].dimension if ok else 0,
-        would_delete=len(gone) if deletion_blocked else 0,
+        would_delete=plan.would_delete,
     )
     log.info(
         "vector_index %r: %d upserted, %d deleted",
         partition_key,
-        len(to_upsert),
-        summary["deleted"],
+        len(plan.upsert),
+        len(plan.delete),
     )
-    return Manifest(records=records, summary=summary)
+    return Manifest(records=indexed, summary=summary)
+
+
+def _upsert(
+    store: VectorStore,
+    cache: ContentCache,
+    items: list[tuple[str, EmbeddingRecord, Metadata]],
+) -> None:
+    """Upsert in batches, with the vectors from the content cache."""
+    bar = progress(len(items), "indexing")
+    for batch in batched(items, UPSERT_BATCH):
+        embedder = batch[0][1].embedder
+        vectors = cache.get_vectors(embedder, [r.input_hash for _, r, _ in batch])
+        absent = [r.key for _, r, _ in batch if r.input_hash not in vectors]
+        if absent:
+            raise RuntimeError(
+                f"{len(absent)} vectors are missing from the cache (e.g. {absent[0]!r}); "
+                "re-materialize the embeddings asset for this partition"
+            )
+        store.upsert(
+            [
+                VectorRecord(id=vid, vector=vectors[r.input_hash], document=r.text, metadata=meta)
+                for vid, r, meta in batch
+            ]
+        )
+        bar.update(len(batch))
+    bar.close()
+
+
+def _sync_keywords(
+    keywords: KeywordIndex,
+    plan: SyncPlan,
+    records: dict[str, EmbeddingRecord],
+    partition_key: str,
+    source_id: str,
+) -> None:
+    """Keep the keyword index in step: the same upserts and deletions as the vectors."""
+    have = keywords.ids(partition_key)
+    refresh = set(plan.upsert)
+    todo = [r for vid, r in records.items() if vid in refresh or vid not in have]
+    keywords.upsert([keyword_document(r, partition_key, source_id) for r in todo])
+    keywords.delete([vid for vid in have if vid not in records and vid not in plan.kept])

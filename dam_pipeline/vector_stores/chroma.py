@@ -41,11 +41,19 @@ def _client(path: Path | None, url: str | None):
 
 class ChromaVectorStore:
     def __init__(self, collection: str, path: Path | None = None, url: str | None = None) -> None:
-        self.client = _client(path, url)
-        self.collection_name = collection
-        self.collection = self.client.get_or_create_collection(
-            collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
+        try:
+            self.client = _client(path, url)
+            self.collection_name = collection
+            self.collection = self.client.get_or_create_collection(
+                collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            )
+        except Exception as exc:
+            if not url:
+                raise
+            raise ConnectionError(
+                f"Could not reach the Chroma server at {url} ({type(exc).__name__}): start it "
+                "(`chroma run --path … --port …`) or fix DAM_CHROMA_URL."
+            ) from None
         self.location = url or str(path)
 
     def ensure_compatible(self, embedder: str, dimension: int) -> None:

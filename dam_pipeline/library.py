@@ -1,0 +1,250 @@
+"""The indexed library, opened: one method per user action (search, ask, similar,
+duplicates, prefixes). The Python API, the CLI, the Dagster query job and the web app all
+call these, so a question is answered the same way wherever it is asked.
+
+Components are built from ``Settings`` on first use and kept for the life of the object;
+the Dagster layer may hand in components it built from its resources instead.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+
+from dam_pipeline.captioning import Captioner
+from dam_pipeline.embedding import Embedder
+from dam_pipeline.imaging import ObjectStore
+from dam_pipeline.keys import decode_prefix, encode_prefix, vector_id
+from dam_pipeline.reasoning import Answer, Reasoner
+from dam_pipeline.retrieval import MODES, Filters, Hit, KeywordIndex, search
+from dam_pipeline.retrieval.similar import (
+    DuplicateGroup,
+    duplicates_in,
+    similar_to_indexed,
+    similar_to_vector,
+    vector_for_image,
+)
+from dam_pipeline.settings import Settings
+from dam_pipeline.sources import Source
+from dam_pipeline.sources.base import partition_of
+from dam_pipeline.vector_stores import VectorStore
+
+MAX_TOP_K = 100
+VISION_IMAGES = 3
+VISION_SIDE = 512
+
+
+class QueryError(ValueError):
+    """The request cannot be answered as asked (empty question, unknown prefix ...)."""
+
+
+class EmptyIndexError(RuntimeError):
+    """Nothing has been indexed yet."""
+
+
+class Library:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: Source | None = None,
+        index: VectorStore | None = None,
+        embedder: Embedder | None = None,
+        captioner: Captioner | None = None,
+        reasoner: Reasoner | None = None,
+    ) -> None:
+        self.settings = settings
+        self._given = {
+            "source": source,
+            "index": index,
+            "embedder": embedder,
+            "captioner": captioner,
+            "reasoner": reasoner,
+        }
+
+    # Components, built on first use
+
+    @cached_property
+    def source(self) -> Source:
+        return self._given["source"] or self.settings.open_source()
+
+    @cached_property
+    def index(self) -> VectorStore:
+        return self._given["index"] or self.settings.open_vector_store()
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return self._given["embedder"] or self.settings.build_embedder()
+
+    @cached_property
+    def captioner(self) -> Captioner:
+        return self._given["captioner"] or self.settings.build_captioner()
+
+    @cached_property
+    def reasoner(self) -> Reasoner:
+        return self._given["reasoner"] or self.settings.build_reasoner()
+
+    @cached_property
+    def objects(self) -> ObjectStore:
+        return ObjectStore(self.settings.layout.objects)
+
+    @cached_property
+    def keywords(self) -> KeywordIndex | None:
+        path = self.settings.layout.keywords
+        return KeywordIndex(path) if path.exists() else None
+
+    # What the library holds
+
+    def require_index(self) -> None:
+        """Refuse to query an index that was never built, without creating anything."""
+        empty = (
+            not self.settings.embedded_index_exists()
+            or self.keywords is None
+            or self.index.count() == 0
+        )
+        if empty:
+            raise EmptyIndexError(
+                f"The index is empty ({self.settings.data_dir}): run `dam ingest` first."
+            )
+
+    def partitions(self) -> list[str]:
+        """Partition keys that have indexed images."""
+        return self.keywords.partitions() if self.keywords else []
+
+    def prefixes(self) -> list[str]:
+        """The prefixes that have indexed images, as the user writes them."""
+        return [decode_prefix(key) for key in self.partitions()]
+
+    def filters(
+        self,
+        prefixes: Sequence[str] | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        tags: Sequence[str] | None = None,
+        min_score: float = 0.0,
+    ) -> Filters:
+        """Filters, checked: an unknown prefix is an error naming the known ones."""
+        prefixes = [p.strip("/") for p in prefixes or ()]
+        known = set(self.partitions())
+        unknown = [p for p in prefixes if encode_prefix(p) not in known]
+        if unknown:
+            listing = ", ".join(repr(p) for p in self.prefixes()) or "none"
+            raise QueryError(f"Unknown prefix {unknown[0]!r}: the indexed prefixes are {listing}.")
+        if date_from and date_to and date_from > date_to:
+            raise QueryError(f"The date range is empty: {date_from} is after {date_to}.")
+        return Filters(tuple(prefixes), date_from, date_to, tuple(tags or ()), min_score)
+
+    # User actions
+
+    def search(
+        self,
+        question: str,
+        *,
+        top_k: int = 5,
+        prefixes: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        min_score: float = 0.0,
+        mode: str | None = None,
+    ) -> list[Hit]:
+        """Images that match ``question``, best first. ``mode``: dense, hybrid or keyword
+        (default: ``DAM_SEARCH_MODE``)."""
+        question = _checked_question(question)
+        _check_top_k(top_k)
+        mode = mode or self.settings.search_mode
+        if mode not in MODES:
+            raise QueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
+        self.require_index()
+        return search(
+            question,
+            self.embedder,
+            self.index,
+            top_k=top_k,
+            filters=self.filters(prefixes, date_from, date_to, tags, min_score),
+            mode=mode,
+            keywords=self.keywords,
+            url_for=self.source.url_for,
+            keyword_weight=self.settings.keyword_weight,
+        )
+
+    def ask(self, question: str, **search_options) -> Answer:
+        """Search, then answer from the retrieved captions only, citing them as [S1]..[Sn];
+        a vision reasoner also sees the top images."""
+        hits = self.search(question, **search_options)
+        images = self.thumbnails(hits) if self.settings.reasoner_vision else None
+        return self.reasoner.answer(question.strip(), hits, images)
+
+    def similar(
+        self,
+        *,
+        key: str | None = None,
+        image: bytes | str | Path | None = None,
+        top_k: int = 5,
+        prefixes: Sequence[str] | None = None,
+        min_score: float = 0.0,
+    ) -> list[Hit]:
+        """Images most like an indexed one (``key``) or like a new image (bytes or a file
+        path), which is normalized, captioned and embedded as the pipeline would, not
+        stored."""
+        if (key is None) == (image is None):
+            raise QueryError("Give either the key of an indexed image or an image file.")
+        _check_top_k(top_k)
+        self.require_index()
+        narrowed = self.filters(prefixes, min_score=min_score)
+        if key is not None:
+            partition = encode_prefix(partition_of(key, self.settings.partition_depth))
+            found = similar_to_indexed(
+                vector_id(self.source.source_id, key),
+                partition,
+                self.index,
+                top_k,
+                narrowed,
+                self.source.url_for,
+            )
+            if found is None:
+                raise QueryError(f"{key!r} is not in the index: check the key, or ingest it.")
+            return found
+        data = image if isinstance(image, bytes) else Path(image).expanduser().read_bytes()
+        vector = vector_for_image(data, self.settings.max_side, self.captioner, self.embedder)
+        return similar_to_vector(vector, self.index, top_k, narrowed, url_for=self.source.url_for)
+
+    def duplicates(
+        self, *, prefixes: Sequence[str] | None = None, max_distance: int = 6
+    ) -> list[DuplicateGroup]:
+        """Groups of near-duplicate images (re-encoded, resized or lightly edited copies)."""
+        if not 0 <= max_distance <= 32:
+            raise QueryError(f"max_distance is in bits of 64, from 0 to 32, not {max_distance}.")
+        self.require_index()
+        self.filters(prefixes)  # refuses unknown prefixes
+        partitions = [encode_prefix(p) for p in prefixes] if prefixes else self.partitions()
+        return duplicates_in(self.index, partitions, max_distance)
+
+    def thumbnails(
+        self, hits: Sequence[Hit], count: int = VISION_IMAGES, side: int = VISION_SIDE
+    ) -> dict[int, bytes]:
+        """Source number -> small JPEG of the normalized image (for vision reasoning)."""
+        images = {}
+        for number, hit in enumerate(hits[:count], start=1):
+            if self.objects.has(hit.normalized_hash):
+                image = self.objects.open_image(hit.normalized_hash, min_side=side)
+                image.thumbnail((side, side))
+                out = io.BytesIO()
+                image.save(out, format="JPEG", quality=80)
+                images[number] = out.getvalue()
+        return images
+
+
+def _checked_question(question: str) -> str:
+    question = (question or "").strip()
+    if not question:
+        raise QueryError("The question is empty: describe the image you are looking for.")
+    return question
+
+
+def _check_top_k(top_k: int) -> None:
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise QueryError(f"top_k must be between 1 and {MAX_TOP_K}, not {top_k}.")

@@ -1,0 +1,28 @@
+"""Text from outside (file names, captions, EXIF, OCR) made safe to show to a person."""
+
+from __future__ import annotations
+
+import unicodedata
+
+_BIDI_CONTROLS = (
+    frozenset("\u200e\u200f\u061c")
+    | {chr(c) for c in range(0x202A, 0x202F)}
+    | {chr(c) for c in range(0x2066, 0x206A)}
+)
+"""Characters that reorder what follows them on screen (a file name could hide its end)."""
+
+
+def _unsafe(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters escaped (``\\x1b``, ``\\n`` ...), so that a file name
+    cannot recolour the terminal, move the cursor or forge a line of output."""
+    kept = "\n" if keep_newlines else ""
+    return "".join(_escape(char) if _unsafe(char) and char not in kept else char for char in text)

@@ -1,0 +1,142 @@
+"""Fast tests of the stages' pure parts and of the stage functions on a few real photos,
+without Dagster: the sync plan, rank fusion, photo dates, captioning and embedding."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from dam_pipeline.cache import ContentCache
+from dam_pipeline.imaging import ObjectStore
+from dam_pipeline.retrieval import reciprocal_rank_fusion
+from dam_pipeline.settings import Settings
+from dam_pipeline.sources import LocalFolderSource
+from dam_pipeline.stages import (
+    caption_partition,
+    embed_partition,
+    list_raw_images,
+    normalize_partition,
+)
+from dam_pipeline.stages.vector_index import photo_date, plan_sync
+from dam_pipeline_tests.conftest import write_library
+
+
+def meta(key: str, caption: str = "a cat") -> dict:
+    return {"key": key, "caption": caption}
+
+
+@pytest.mark.parametrize(
+    ("desired", "existing", "listed", "failed", "expected"),
+    [
+        # new object: upsert; unchanged: nothing
+        ({"a": meta("a"), "b": meta("b")}, {"a": meta("a")}, {"a", "b"}, set(), (["b"], [], False)),
+        # changed metadata: upsert again
+        ({"a": meta("a", "a dog")}, {"a": meta("a")}, {"a"}, set(), (["a"], [], False)),
+        # one of three gone: deleted
+        (
+            {"a": meta("a"), "b": meta("b")},
+            {"a": meta("a"), "b": meta("b"), "c": meta("c")},
+            {"a", "b"},
+            set(),
+            ([], ["c"], False),
+        ),
+        # still listed but now quarantined: always removed
+        ({}, {"a": meta("a")}, {"a"}, set(), ([], ["a"], False)),
+        # a failed caption keeps its old vector until the retry
+        ({}, {"a": meta("a")}, {"a"}, {"a"}, ([], [], False)),
+        # two of three gone at once: refused, nothing of it deleted
+        (
+            {"a": meta("a")},
+            {"a": meta("a"), "b": meta("b"), "c": meta("c")},
+            {"a"},
+            set(),
+            ([], [], True),
+        ),
+    ],
+)
+def test_sync_plan(desired, existing, listed, failed, expected) -> None:
+    plan = plan_sync(desired, existing, listed, failed, max_delete_share=0.5)
+    assert (plan.upsert, sorted(plan.delete), plan.deletion_blocked) == expected
+    if plan.deletion_blocked:
+        assert plan.would_delete == 2 and {"b", "c"} <= plan.kept
+
+
+def test_a_blocked_sync_still_removes_quarantined_objects() -> None:
+    existing = {k: meta(k) for k in "abcd"}
+    plan = plan_sync({}, existing, listed_keys={"d"}, failed=set(), max_delete_share=0.5)
+    assert plan.deletion_blocked and plan.delete == ["d"] and plan.would_delete == 3
+
+
+@pytest.mark.parametrize(
+    ("rankings", "weights", "expected"),
+    [
+        ([["a", "b", "c"]], None, ["a", "b", "c"]),
+        ([["a", "b"], ["b", "c"]], [1.0, 1.0], ["b", "a", "c"]),
+        ([["a", "b", "c", "d"], ["d"]], [1.0, 1.0], ["d", "a", "b", "c"]),
+        ([["a", "b"], ["b", "c"]], [1.0, 0.0], ["a", "b", "c"]),
+        ([[], ["x"]], None, ["x"]),
+    ],
+)
+def test_reciprocal_rank_fusion(rankings, weights, expected) -> None:
+    assert reciprocal_rank_fusion(rankings, weights) == expected
+
+
+@pytest.mark.parametrize(
+    ("taken", "modified", "expected"),
+    [
+        (
+            "2019-06-01T08:30:00",
+            "2024-01-01T00:00:00+00:00",
+            datetime(2019, 6, 1, 8, 30, tzinfo=UTC),
+        ),
+        (None, "2024-01-01T00:00:00+00:00", datetime(2024, 1, 1, tzinfo=UTC)),
+        ("not a date", "2024-01-01T00:00:00+00:00", datetime(2024, 1, 1, tzinfo=UTC)),
+        (None, "", None),
+    ],
+)
+def test_photo_date_prefers_the_date_taken(taken, modified, expected) -> None:
+    assert photo_date(taken, modified) == expected
+
+
+@pytest.fixture
+def normalized(settings: Settings):
+    """Three objects through raw_images and normalized_images: two photos, one broken."""
+    write_library(
+        settings.layout.library,
+        {"p/cat.jpg": "chelsea", "p/coffee.jpg": "coffee", "p/broken.jpg": b"\xff\xd8 nope"},
+    )
+    source = LocalFolderSource(settings.layout.library)
+    objects = ObjectStore(settings.layout.objects)
+    raw = list_raw_images(source, "p", workers=1)
+    return normalize_partition(source, raw, objects, max_side=512, workers=1), objects
+
+
+def test_caption_partition_accounts_for_every_object_and_reuses_the_cache(
+    settings: Settings, normalized
+) -> None:
+    manifest, objects = normalized
+    cache = ContentCache(settings.layout.cache)
+    captioner = settings.build_captioner()
+    first = caption_partition(manifest, objects, captioner, cache)
+    statuses = {r.key: r.status for r in first}
+    assert statuses == {"p/cat.jpg": "ok", "p/coffee.jpg": "ok", "p/broken.jpg": "quarantined"}
+    assert "cat" in first.by_key()["p/cat.jpg"].caption
+    assert first.summary["computed"] == 2 and first.summary["seen"] == 3
+    again = caption_partition(manifest, objects, captioner, cache)
+    assert again.summary["computed"] == 0 and again.summary["reused"] == 2
+
+
+def test_embed_partition_embeds_each_distinct_text_once(settings: Settings, normalized) -> None:
+    manifest, objects = normalized
+    cache = ContentCache(settings.layout.cache)
+    captions = caption_partition(manifest, objects, settings.build_captioner(), cache)
+    embedder = settings.build_embedder()
+    first = embed_partition(captions, embedder, cache, objects)
+    assert first.summary["computed"] == 2 and first.summary["dimension"] == 384
+    ok = [r for r in first if r.status == "ok"]
+    assert {r.embedder for r in ok} == {embedder.fingerprint}
+    assert cache.get_vectors(embedder.fingerprint, [r.input_hash for r in ok]).keys() == {
+        r.input_hash for r in ok
+    }
+    assert embed_partition(captions, embedder, cache, objects).summary["computed"] == 0
