@@ -10,7 +10,8 @@ PIP_NOISE := is ignored: it is neither a file nor a directory
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+# DAGSTER_HOME is not set here: `dam init-home` derives it from DAM_DATA_DIR (or honours an
+# exported DAGSTER_HOME), so `make dev` opens the instance `dam` writes to.
 
 .PHONY: setup system-deps demo test dev lint bench bench-quick clean
 
@@ -54,8 +55,7 @@ bench-quick: setup
 	$(BIN)/python -m bench.run --quick
 
 dev: setup
-	@$(BIN)/dam init-home >/dev/null
-	$(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_HOME="$$($(BIN)/dam init-home)" $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache
