@@ -86,6 +86,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline.definitions import build_definitions
     from dam_pipeline.defs.jobs import register_prefixes
     from dam_pipeline.keys import decode_prefix, encode_prefix
+    from dam_pipeline.stages.progress import show_progress
 
     instance = _instance(settings)
     _, keys = register_prefixes(instance, settings.open_source())
@@ -102,6 +103,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     job = build_definitions(settings).resolve_job_def("ingest_job")
     show_steps = not args.quiet and sys.stdout.isatty()
+    if show_steps and sys.stderr.isatty():
+        # A handle on the terminal that Dagster's capture of the steps' output leaves alone.
+        show_progress(True, os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1))
     not_done = 0
     for number, key in enumerate(keys, start=1):
         if show_steps:

@@ -6,24 +6,30 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 from tqdm import tqdm
 
 log = logging.getLogger("dam_pipeline")
 
 _shown: bool | None = None
-"""None: bars on terminals only; False: never (``dam --quiet``)."""
+"""None: bars on terminals only; True: always, on ``_stream``; False: never."""
+_stream: TextIO | None = None
 
 
-def show_progress(shown: bool | None) -> None:
-    global _shown
-    _shown = shown
+def show_progress(shown: bool | None, stream: TextIO | None = None) -> None:
+    """Where bars go. The CLI passes its terminal here: Dagster captures a step's own
+    stdout and stderr into compute logs, where a bar helps nobody."""
+    global _shown, _stream
+    _shown, _stream = shown, stream
 
 
 def progress(total: int, description: str) -> tqdm:
     """A progress bar on terminals; silent (but still counting) elsewhere."""
     disable = None if _shown is None else not _shown
-    return tqdm(total=total, desc=description, unit="img", disable=disable, leave=False)
+    return tqdm(
+        total=total, desc=description, unit="img", disable=disable, leave=False, file=_stream
+    )
 
 
 @contextmanager
