@@ -24,7 +24,9 @@ _ID_NAMESPACE = uuid.UUID("6f1c2a55-4b7e-4c5e-9a1d-2f3b8c7d9e10")
 def _escape_char(char: str) -> str:
     if char.isalnum() or char in _SAFE_PUNCTUATION:
         return char
-    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+    # A folder name that is not UTF-8 reaches us with its bytes as lone surrogates
+    # (surrogateescape): those bytes are escaped as themselves, so the key stays reversible.
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogateescape"))
 
 
 def encode_prefix(prefix: str) -> str:
@@ -42,7 +44,7 @@ def decode_prefix(partition_key: str) -> str:
     """Inverse of ``encode_prefix``."""
     if partition_key == ROOT_PARTITION:
         return ""
-    return unquote(partition_key)
+    return unquote(partition_key, errors="surrogateescape")
 
 
 def vector_id(source_id: str, key: str) -> str:

@@ -33,6 +33,8 @@ class RawImage:
     """What changes when the object changes: the ETag, or size + mtime for a folder."""
     content_hash: str | None = None
     """sha256 of the bytes, when known (the folder source hashes while listing)."""
+    problem: str = ""
+    """Why the object cannot be read (found while listing): it is quarantined, unopened."""
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def scan_changes(
         if index and index % 500 == 0 and time.monotonic() > deadline:
             break  # resume after last_key on the next tick
         last_key = obj.key
-        if not is_image_key(obj.key):
+        if obj.ignored or not is_image_key(obj.key):
             continue
         result.objects += 1
         partition_key = encode_prefix(partition_of(obj.key, source.depth))

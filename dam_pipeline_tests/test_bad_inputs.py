@@ -94,7 +94,7 @@ def corpus() -> dict[str, bytes]:
 EXPECTED_REASONS = {
     "bad/truncated.jpg": "truncated",
     "bad/zero-bytes.jpg": "empty",
-    "bad/random-bytes.jpg": "not a recognised image",
+    "bad/random-bytes.jpg": "not an image in a supported format",
     "bad/error-page.png": "HTML page",
     "bad/bomb.png": "decompression bomb",
     "bad/vector.svg": "SVG",

@@ -25,6 +25,14 @@ try:  # HEIC/HEIF/AVIF support is a plugin; without it such files are quarantine
 except ImportError:  # pragma: no cover - depends on the install
     HEIF_SUPPORTED = False
 
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "HEIF", "AVIF", "PPM")
+"""The only decoders uploaded bytes ever reach (JPEG includes multi-picture MPO files).
+EPS/PS/PDF (which hand the bytes to Ghostscript), and exotic or legacy decoders (DDS, FITS,
+ICNS, PSD, SGI ...) are never tried, whatever the file is named."""
+Image.init()
+DECODERS = tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
+"""The allowed formats this Pillow can open (HEIF/AVIF depend on the installed plugins)."""
+
 JPEG_QUALITY = 90
 DRAFT_SLACK = 0.75
 """A large JPEG is decoded at the smallest DCT scale that keeps its sides at least this share
@@ -110,7 +118,7 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=DECODERS)
             source_format = image.format or "unknown"
             original_size = image.size
             if limit and original_size[0] * original_size[1] > limit:
@@ -139,7 +147,9 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
             raise NormalizeError(
                 "HEIC images need the pillow-heif plugin, which is not installed"
             ) from None
-        raise NormalizeError("not a recognised image format (unreadable or not an image)") from None
+        raise NormalizeError(
+            "not an image in a supported format (JPEG, PNG, GIF, WebP, TIFF, BMP, HEIC, AVIF)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise NormalizeError(
             f"decompression bomb refused: {exc}; raise DAM_MAX_IMAGE_PIXELS if it is genuine"
@@ -148,6 +158,8 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
         raise NormalizeError(f"the image data is corrupt or truncated ({exc})") from exc
     except MemoryError as exc:
         raise NormalizeError("the image is too large to decode in memory") from exc
+    except Exception as exc:  # a plugin's own error (RuntimeError, NotImplementedError ...)
+        raise NormalizeError(f"the image cannot be decoded ({type(exc).__name__}: {exc})") from exc
 
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=False)

@@ -41,9 +41,19 @@ def partition_level(prefix: str) -> int:
 
 def partition_of(key: str, depth: int) -> str:
     """The partition prefix an object key belongs to: its first ``depth`` folders, or fewer
-    when the object sits higher up."""
-    folders = key.split("/")[:-1]
-    return "/".join(folders[:depth])
+    when the object sits higher up. An empty folder name (S3 allows ``/abs/x.jpg`` and
+    ``a//b.jpg``) ends the prefix there: such keys belong to the folder above it (the top
+    level for ``/abs/x.jpg``), whose listing includes them."""
+    folders = key.split("/")[:-1][:depth]
+    if "" in folders:  # an empty folder name ends the prefix: the nearest folder above
+        folders = folders[: folders.index("")]
+    return "/".join(folders)
+
+
+def displayable_key(key: str) -> str:
+    """A key whose name is not valid UTF-8 (the file system's bytes survive as lone
+    surrogates) with those bytes written as ``\\xNN``: safe in JSON and indexes."""
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,11 @@ class SourceObject:
     size: int
     last_modified: str
     version: str
+    problem: str = ""
+    """Why the object cannot be read at all (a FIFO, a symlink out of the library, a name
+    that is not UTF-8 ...): it is quarantined with this reason, never opened."""
+    ignored: str = ""
+    """Why the listing skips it by rule (hidden, a symlinked folder): counted, not indexed."""
 
 
 class ObjectGoneError(FileNotFoundError):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dam_pipeline.sources.base import ObjectGoneError, SourceObject, partition_level
+from dam_pipeline.sources.base import (
+    ObjectGoneError,
+    SourceObject,
+    displayable_key,
+    partition_level,
+)
 
 
 class LocalFolderSource:
@@ -41,7 +48,7 @@ class LocalFolderSource:
             if level == self.depth:
                 prefixes.add(rel.as_posix())
                 dirnames[:] = []
-            elif any(not f.startswith(".") for f in filenames):
+            elif filenames:  # files above the partition depth (even hidden ones, to count)
                 prefixes.add("" if level == 0 else rel.as_posix())
         return sorted(prefixes)
 
@@ -58,29 +65,86 @@ class LocalFolderSource:
         yield from (o for o in objects if start_after is None or o.key > start_after)
 
     def _walk(self, base: Path, recursive: bool) -> Iterator[SourceObject]:
+        """Everything below ``base`` (only its own files unless ``recursive``): readable
+        files as objects, unreadable ones with a ``problem``, hidden files and folders and
+        symlinked folders as ``ignored``. Nothing is passed over uncounted."""
         for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-            for name in sorted(filenames):
+            here = Path(dirpath)
+            descend = []
+            for name in sorted(dirnames):
+                path = here / name
                 if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    continue
-                # ctime moves when a file is copied or moved in with an old mtime, so the
-                # upload sensor sees it; the inode tells a replaced file from the old one.
-                arrived = max(stat.st_mtime, stat.st_ctime)
-                yield SourceObject(
-                    key=path.relative_to(self.root).as_posix(),
-                    size=stat.st_size,
-                    last_modified=datetime.fromtimestamp(arrived, UTC).isoformat(),
-                    version=f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}",
-                )
+                    yield self._ignored(path, "hidden folder (its name starts with a dot)")
+                elif path.is_symlink():
+                    yield self._ignored(path, "symlinked folder (folder links are not followed)")
+                elif recursive:
+                    descend.append(name)
+            dirnames[:] = descend
+            for name in sorted(filenames):
+                path = here / name
+                if name.startswith("."):
+                    yield self._ignored(path, "hidden file (its name starts with a dot)")
+                else:
+                    yield self._object(path)
+
+    def _key(self, path: Path) -> str:
+        return displayable_key(path.relative_to(self.root).as_posix())
+
+    def _ignored(self, path: Path, reason: str) -> SourceObject:
+        return SourceObject(
+            key=self._key(path), size=0, last_modified="", version="", ignored=reason
+        )
+
+    def _object(self, path: Path) -> SourceObject:
+        key = self._key(path)
+        try:
+            link = path.lstat()
+        except OSError as exc:
+            return SourceObject(key, 0, "", "", problem=f"cannot be listed: {exc.strerror}")
+        # ctime moves when a file is copied or moved in with an old mtime, so the upload
+        # sensor sees it; the inode tells a replaced file from the old one.
+        arrived = datetime.fromtimestamp(max(link.st_mtime, link.st_ctime), UTC).isoformat()
+        version = f"{link.st_size}-{link.st_mtime_ns}-{link.st_ino}"
+        problem = self._unreadable(path, key)
+        size = 0
+        if not problem:
+            target = path.stat()
+            size = target.st_size
+            version = f"{target.st_size}-{target.st_mtime_ns}-{target.st_ino}-{version}"
+        return SourceObject(key, size, arrived, version, problem=problem)
+
+    def _unreadable(self, path: Path, key: str) -> str:
+        """Why this entry must not be opened, or ``""``: only regular files inside the
+        library are read (a FIFO would block forever, a device never ends)."""
+        if key != path.relative_to(self.root).as_posix():
+            return "the file name is not valid UTF-8: rename it"
+        if path.is_symlink():
+            try:
+                target = path.resolve(strict=True)
+            except RuntimeError:
+                return "symlink loop"
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return "symlink loop"
+                return "broken symlink (its target does not exist)"
+            if self.root not in target.parents:
+                return "symlink to a file outside the library (not followed)"
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            return f"cannot be read: {exc.strerror}"
+        if not stat.S_ISREG(mode):
+            return f"not a regular file ({_file_kind(mode)}): only files are read"
+        if not os.access(path, os.R_OK):
+            return "cannot be read: permission denied"
+        return ""
 
     def read_bytes(self, key: str) -> bytes:
+        path = self._resolve(key)
         try:
-            return self._resolve(key).read_bytes()
+            if not stat.S_ISREG(path.stat().st_mode):
+                raise ValueError(f"{key} is not a regular file: only files are read")
+            return path.read_bytes()
         except FileNotFoundError as exc:
             raise ObjectGoneError(f"{key} is no longer in {self.root}") from exc
 
@@ -93,3 +157,16 @@ class LocalFolderSource:
         if path != self.root and self.root not in path.parents:
             raise ValueError(f"Key {key!r} points outside the library {self.root}")
         return path
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"

@@ -92,17 +92,32 @@ class S3Source:
     def _objects(
         self, folder: str, recursive: bool, start_after: str | None = None
     ) -> Iterator[SourceObject]:
-        pages = self._pages(self._prefix_of(folder), None if recursive else "/", start_after)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/"):
-                    continue  # "folder" placeholder objects
-                yield SourceObject(
-                    key=self._relative(obj["Key"]),
-                    size=int(obj["Size"]),
-                    last_modified=obj["LastModified"].isoformat(),
-                    version=obj.get("ETag", "").strip('"') or obj["LastModified"].isoformat(),
-                )
+        prefix = self._prefix_of(folder)
+        empty_named: list[str] = []
+        for page in self._pages(prefix, None if recursive else "/", start_after):
+            yield from self._page_objects(page)
+            if not recursive:
+                empty_named += [
+                    p["Prefix"]
+                    for p in page.get("CommonPrefixes", [])
+                    if _is_empty_named(p["Prefix"], prefix)
+                ]
+        # ``a//b.jpg`` or ``/abs/x.jpg``: a folder with no name is no partition of its own,
+        # so its objects belong here (see partition_of).
+        for sub in empty_named:
+            for page in self._pages(sub):
+                yield from self._page_objects(page)
+
+    def _page_objects(self, page: dict) -> Iterator[SourceObject]:
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith("/"):
+                continue  # "folder" placeholder objects
+            yield SourceObject(
+                key=self._relative(obj["Key"]),
+                size=int(obj["Size"]),
+                last_modified=obj["LastModified"].isoformat(),
+                version=obj.get("ETag", "").strip('"') or obj["LastModified"].isoformat(),
+            )
 
     def list_prefixes(self) -> list[str]:
         """Folders ``depth`` levels below the root (delimiter listings, level by level), plus
@@ -115,13 +130,15 @@ class S3Source:
                 if level == self.depth:
                     found.add(folder)
                     continue
-                for page in self._pages(self._prefix_of(folder), delimiter="/"):
+                listing = self._prefix_of(folder)
+                for page in self._pages(listing, delimiter="/"):
                     if any(not o["Key"].endswith("/") for o in page.get("Contents", [])):
                         found.add(folder)
-                    deeper.extend(
-                        self._relative(p["Prefix"]).rstrip("/")
-                        for p in page.get("CommonPrefixes", [])
-                    )
+                    for common in page.get("CommonPrefixes", []):
+                        if _is_empty_named(common["Prefix"], listing):
+                            found.add(folder)  # its objects belong to this folder
+                        else:
+                            deeper.append(self._relative(common["Prefix"]).rstrip("/"))
             frontier = deeper
         return sorted(found)
 
@@ -150,3 +167,8 @@ class S3Source:
             Params={"Bucket": self.bucket, "Key": full},
             ExpiresIn=self.url_expiry_seconds,
         )
+
+
+def _is_empty_named(common_prefix: str, listed: str) -> bool:
+    """Whether a delimiter listing's common prefix is a folder with an empty name."""
+    return common_prefix[len(listed) :] == "/"

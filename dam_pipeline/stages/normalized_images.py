@@ -25,10 +25,26 @@ def _quarantine(raw: RawImage, reason: str, content_hash: str | None = None) -> 
 def _normalize_one(
     source: Source, store: ObjectStore, raw: RawImage, max_side: int, max_pixels: int | None
 ) -> NormalizedImage:
+    """One object, whatever it holds: a bad object is quarantined with its reason and
+    never fails the partition."""
+    if raw.problem:
+        return _quarantine(raw, raw.problem)
+    try:
+        return _decode_and_store(source, store, raw, max_side, max_pixels)
+    except Exception as exc:  # anything a decoder or the source raises stays with this object
+        log.exception("unexpected error on %s", raw.key)
+        return _quarantine(raw, f"could not be processed ({type(exc).__name__}: {exc})")
+
+
+def _decode_and_store(
+    source: Source, store: ObjectStore, raw: RawImage, max_side: int, max_pixels: int | None
+) -> NormalizedImage:
     try:
         data = source.read_bytes(raw.key)
     except ObjectGoneError:
         return _quarantine(raw, "deleted from the source after it was listed")
+    except (OSError, ValueError) as exc:
+        return _quarantine(raw, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
     # The folder source hashed the bytes while listing; S3 objects are hashed here, once.
     content_hash = raw.content_hash or hashlib.sha256(data).hexdigest()
     try:
