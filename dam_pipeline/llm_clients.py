@@ -6,18 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from dam_pipeline.text import register_secret
+
 
 def groq_client(api_key: str, base_url: str | None, timeout: float, used_for: str) -> Any:
     import groq
 
     if not api_key:
         raise ValueError(f"The Groq {used_for} needs GROQ_API_KEY in the environment.")
+    register_secret(api_key)
     return groq.Groq(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
 
 
 def openai_client(base_url: str | None, api_key: str, timeout: float) -> Any:
     import openai
 
+    register_secret(api_key)
     return openai.OpenAI(
         api_key=api_key or "not-needed",  # local servers (Ollama, vLLM) accept any key
         base_url=base_url or None,

@@ -225,6 +225,12 @@ class Settings(BaseSettings):
         value = getattr(self, self.variables()[variable])
         return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
+    def secret_is_from_environment(self, variable: str) -> bool:
+        """Whether the secret was read from that variable (so Dagster can read it again at
+        run time, as ``dg.EnvVar``), rather than given in code."""
+        value = self.secret(variable)
+        return bool(value) and os.environ.get(variable, "").strip() == value
+
     def api_key(self, provider: str) -> str:
         """The configured key of a remote provider (``groq``, ``openai``), or ``""``."""
         variable = PROVIDER_KEY_VARIABLES.get(provider)

@@ -1,7 +1,9 @@
-"""Text from outside (file names, captions, EXIF, OCR) made safe to show to a person."""
+"""Text from outside (file names, captions, EXIF, OCR, provider errors) made safe to show
+to a person or to store: control characters escaped, secrets redacted."""
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 
 _BIDI_CONTROLS = (
@@ -26,3 +28,31 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
     cannot recolour the terminal, move the cursor or forge a line of output."""
     kept = "\n" if keep_newlines else ""
     return "".join(_escape(char) if _unsafe(char) and char not in kept else char for char in text)
+
+
+_SECRETS: set[str] = set()
+REDACTED = "[redacted]"
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a configured secret (an API key) so that ``redact`` removes it from any
+    error text before it is logged, stored in a manifest or shown: some providers echo the
+    key back in a 401 body."""
+    if value and len(value) >= 6:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """A logging filter that redacts registered secrets from every record it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            record.msg = redact(record.getMessage())
+            record.args = None
+        return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dam_pipeline.reasoning import ExtractiveReasoner, build_reasoner
+from dam_pipeline.reasoning.base import neutralize
 from dam_pipeline.reasoning.llm import (
     DEFAULT_GROQ_REASONER_MODEL,
     SYSTEM_PROMPT,
@@ -107,7 +108,9 @@ def test_extractive_reasoner_treats_injected_text_as_data() -> None:
         ],
     )
     assert poisoned.cited == benign.cited and poisoned.cited[0] == 1
-    assert poisoned.text.replace(INJECTION.replace('"', "'"), "SALE") == benign.text
+    quoted = neutralize(INJECTION).replace('"', "'")  # quoted as data, its brackets defused
+    assert poisoned.text.replace(quoted, "SALE") == benign.text
+    assert "[S9]" not in poisoned.text and "</source>" not in poisoned.text
     assert "HACKED" not in poisoned.text.split('"')[0]  # only inside the quoted caption
 
 

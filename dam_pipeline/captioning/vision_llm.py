@@ -19,6 +19,7 @@ from PIL import Image
 
 from dam_pipeline.captioning.base import Caption, CaptionerError, ImageInput, as_inputs
 from dam_pipeline.retry import call_with_retries, is_transient
+from dam_pipeline.text import redact
 
 PROMPT_VERSION = "vision-json-v1"
 PROMPT = (
@@ -123,6 +124,6 @@ class ChatVisionCaptioner:
             try:
                 return self.caption_one(item.jpeg_bytes())
             except Exception as exc:  # every failure is reported per image, never raised
-                return CaptionerError(f"{self.provider} ({self.model}): {exc}")
+                return CaptionerError(redact(f"{self.provider} ({self.model}): {exc}"))
 
         return list(self._pool.map(safe, as_inputs(images)))

@@ -146,10 +146,13 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         return manifest
 
 
-def _secret(settings: Settings, variable: str) -> dg.EnvVar | None:
-    """A configured secret, read again at run time and never shown in the UI; None when it
-    is not set (boto3 then falls back to its own chain: profiles, instance roles)."""
-    return dg.EnvVar(variable) if settings.secret(variable) else None
+def _secret(settings: Settings, variable: str) -> str | None:
+    """A configured secret: as ``dg.EnvVar`` when it came from the environment (read again
+    at run time, never shown in the UI), as given otherwise, None when unset (boto3 then
+    uses its own chain: profiles, instance roles)."""
+    if settings.secret_is_from_environment(variable):
+        return dg.EnvVar(variable)
+    return settings.secret(variable) or None
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

@@ -39,6 +39,12 @@ class Answer:
         }
 
 
+def neutralize(text: str) -> str:
+    """Text from an image (caption, OCR, EXIF, file name) cannot close a source fence or
+    forge a citation: brackets and angle brackets become look-alikes."""
+    return text.replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")")
+
+
 class Reasoner(Protocol):
     name: str
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from dam_pipeline.reasoning.base import Answer
+from dam_pipeline.reasoning.base import Answer, neutralize
 from dam_pipeline.retrieval import Hit
 
 STRONG_MATCH_MARGIN = 0.1
@@ -103,7 +103,7 @@ def _words(text: str) -> set[str]:
 
 
 def _quote(caption: str) -> str:
-    return caption.replace('"', "'").strip()
+    return neutralize(caption).replace('"', "'").strip()
 
 
 class ExtractiveReasoner:
@@ -132,7 +132,7 @@ class ExtractiveReasoner:
                 else ""
             )
             lines.append(
-                f'{hit.key} [S{number}]: its caption reads "{_quote(hit.caption)}" '
+                f'{neutralize(hit.key)} [S{number}]: its caption reads "{_quote(hit.caption)}" '
                 f"(similarity {hit.score:.2f}{why})."
             )
         lead = "The best match is" if len(matches) == 1 else f"{len(matches)} images match best:"
@@ -143,7 +143,7 @@ class ExtractiveReasoner:
         )
         others = [h for h in relevant if h not in matches and h.score >= top - CANDIDATE_MARGIN]
         if others:
-            cites = ", ".join(f"{h.key} [S{sources.index(h) + 1}]" for h in others)
+            cites = ", ".join(f"{neutralize(h.key)} [S{sources.index(h) + 1}]" for h in others)
             text += f"\nWeaker candidates: {cites}."
         cited = sorted({sources.index(h) + 1 for h in matches + others})
         return Answer(question, text, sources, cited, self.name)

@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dam_pipeline.llm_clients import groq_client, openai_client
-from dam_pipeline.reasoning.base import Answer
+from dam_pipeline.reasoning.base import Answer, neutralize
 from dam_pipeline.retrieval import Hit
 from dam_pipeline.retry import call_with_retries
+from dam_pipeline.text import redact
 
 log = logging.getLogger("dam_pipeline")
 
@@ -41,11 +42,6 @@ SYSTEM_PROMPT = (
 )
 CITATION = re.compile(r"\[\s*S?\d+(?:\s*[,;]\s*S?\d+)*\s*\]")
 NUMBER = re.compile(r"\d+")
-
-
-def neutralize(text: str) -> str:
-    """Source text cannot close its fence or forge a citation."""
-    return text.replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")")
 
 
 def format_sources(sources: Sequence[Hit]) -> str:
@@ -135,14 +131,17 @@ class ChatReasoner:
         try:
             reply = call_with_retries(call, f"{self.name} answer", self.attempts, self.base_delay)
         except Exception as exc:
-            log.error("%s could not answer: %s", self.name, exc)
-            listing = "; ".join(f"{hit.key} [S{n}]" for n, hit in enumerate(sources, start=1))
+            reason = redact(str(exc))
+            log.error("%s could not answer: %s", self.name, reason)
+            listing = "; ".join(
+                f"{neutralize(hit.key)} [S{n}]" for n, hit in enumerate(sources, start=1)
+            )
             text = (
-                f"The language model ({self.name}, {self.model}) could not be reached: {exc}. "
+                f"The language model ({self.name}, {self.model}) could not be reached: {reason}. "
                 f"The images that match best are: {listing}."
             )
             return Answer(
-                question, text, sources, list(range(1, len(sources) + 1)), self.name, error=str(exc)
+                question, text, sources, list(range(1, len(sources) + 1)), self.name, error=reason
             )
         text, cited, dropped = parse_citations(reply, len(sources))
         if dropped:

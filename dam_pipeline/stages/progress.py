@@ -10,7 +10,10 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from dam_pipeline.text import RedactSecrets
+
 log = logging.getLogger("dam_pipeline")
+log.addFilter(RedactSecrets())  # every module logs through this one logger
 
 _shown: bool | None = None
 """None: bars on terminals only; True: always, on ``_stream``; False: never."""

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dam_pipeline.retry import call_with_retries
+from dam_pipeline.text import register_secret
 from dam_pipeline.vector_stores.base import (
     IncompatibleIndexError,
     Metadata,
@@ -72,6 +73,7 @@ class PineconeVectorStore:
             raise ValueError("The Pinecone store needs PINECONE_API_KEY.")
         if not host and not index_name:
             raise ValueError("Set PINECONE_HOST (preferred) or PINECONE_INDEX_NAME.")
+        register_secret(api_key)
         client = Pinecone(api_key=api_key)
         if not host:
             host = client.describe_index(index_name).host
