@@ -7,6 +7,7 @@
   dam similar --key K | --image F  more like this
   dam duplicates                   groups of near-duplicate images
   dam prefixes                     register the source's prefixes as Dagster partitions
+  dam forget-prefix P --yes        remove a prefix whose objects were all deleted
   dam reset-index --yes            empty the vector index (to re-index with another model)
   dam init-home                    create the Dagster instance folder and print its path
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -49,6 +51,15 @@ telemetry:
 concurrency:
   runs:
     max_concurrent_runs: 1
+# A run whose worker process died (killed, out of memory) is marked failed by the daemon
+# instead of holding the queue forever: the launcher checks the worker's process id.
+run_launcher:
+  module: dam_pipeline.defs.run_launcher
+  class: LocalRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 10
+  max_resume_run_attempts: 0
 """
 
 
@@ -79,6 +90,7 @@ def cmd_prefixes(settings: Settings, _: argparse.Namespace) -> int:
         label = printable(decode_prefix(key)) or "(top level)"
         print(f"{'+' if key in new else ' '} {printable(key):40} {label}")
     print(f"{len(keys)} prefixes, {len(new)} new")
+    _report_vanished(settings)
     return 0
 
 
@@ -120,7 +132,43 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"  {status:8} {printable(key):32} {counts} ({seconds:.1f}s, run {result.run_id[:8]})"
         )
+    if not args.prefix:
+        not_done += _report_vanished(settings)
     return 1 if not_done else 0
+
+
+def _report_vanished(settings: Settings) -> int:
+    """Say which indexed prefixes the source no longer lists; returns how many."""
+    from dam_pipeline.library import Library
+
+    vanished = Library(settings).vanished_prefixes()
+    for prefix in vanished:
+        print(
+            f"  vanished {printable(prefix)!r}: no objects left in the source, but its images "
+            "are still searchable. If they were really deleted: "
+            f"dam forget-prefix {shlex.quote(prefix)} --yes"
+        )
+    return len(vanished)
+
+
+def cmd_forget_prefix(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline.defs.partitions import image_prefixes
+    from dam_pipeline.keys import encode_prefix
+    from dam_pipeline.library import Library, QueryError
+
+    library = Library(settings)
+    if args.prefix.strip("/") not in library.vanished_prefixes():
+        raise QueryError(f"{args.prefix!r} is not a vanished prefix: see `dam prefixes`.")
+    if not args.yes:
+        print(f"This removes every image of {args.prefix!r} from the index. Re-run with --yes.")
+        return 1
+    removed = library.forget_prefix(args.prefix)
+    instance = _instance(settings)
+    key = encode_prefix(args.prefix)
+    if key in instance.get_dynamic_partitions(image_prefixes.name):
+        instance.delete_dynamic_partition(image_prefixes.name, key)
+    print(f"Forgot {printable(args.prefix)!r}: {removed} vectors removed.")
+    return 0
 
 
 def partition_outcome(result) -> tuple[str, str]:
@@ -338,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dupes.add_argument("--json", action="store_true", help="machine-readable output")
     command("prefixes", cmd_prefixes, "register the source's prefixes as Dagster partitions")
+    forget = command(
+        "forget-prefix", cmd_forget_prefix, "remove a vanished prefix's images from the index"
+    )
+    forget.add_argument("prefix", help="a prefix whose objects were all deleted")
+    forget.add_argument("--yes", action="store_true", help="really remove them")
     reset = command("reset-index", cmd_reset_index, "delete every vector (to re-index)")
     reset.add_argument("--yes", action="store_true", help="really delete")
     command("init-home", cmd_init_home, "create the Dagster instance folder; print its path")

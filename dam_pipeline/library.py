@@ -18,6 +18,7 @@ from dam_pipeline.captioning import Captioner
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.keys import decode_prefix, encode_prefix, vector_id
+from dam_pipeline.manifests import manifest_path
 from dam_pipeline.reasoning import Answer, Reasoner
 from dam_pipeline.retrieval import MODES, Filters, Hit, KeywordIndex, search
 from dam_pipeline.retrieval.similar import (
@@ -33,6 +34,7 @@ from dam_pipeline.sources.base import partition_of
 from dam_pipeline.vector_stores import VectorStore
 
 MAX_TOP_K = 100
+PIPELINE_ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 VISION_IMAGES = 3
 VISION_SIDE = 512
 
@@ -222,6 +224,31 @@ class Library:
         self.filters(prefixes)  # refuses unknown prefixes
         partitions = [encode_prefix(p) for p in prefixes] if prefixes else self.partitions()
         return duplicates_in(self.index, partitions, max_distance)
+
+    def vanished_prefixes(self) -> list[str]:
+        """Indexed prefixes the source no longer lists: every object under them was deleted
+        (or the listing lost them). Their vectors stay searchable until ``forget_prefix``."""
+        listed = {encode_prefix(p) for p in self.source.list_prefixes()}
+        return [decode_prefix(key) for key in self.partitions() if key not in listed]
+
+    def forget_prefix(self, prefix: str) -> int:
+        """Remove a vanished prefix: its vectors, keyword documents and manifests (the
+        explicit way to apply a mass deletion). Returns how many vectors were removed."""
+        prefix = prefix.strip("/")
+        if prefix not in self.vanished_prefixes():
+            raise QueryError(
+                f"{prefix!r} is not a vanished prefix (vanished: "
+                f"{', '.join(repr(p) for p in self.vanished_prefixes()) or 'none'}); a prefix "
+                "that still holds objects is synced by `dam ingest`."
+            )
+        partition = encode_prefix(prefix)
+        vectors = list(self.index.list_partition(partition))
+        self.index.delete(vectors, partition)
+        if self.keywords is not None:
+            self.keywords.delete(sorted(self.keywords.ids(partition)))
+        for asset in PIPELINE_ASSETS:
+            manifest_path(self.settings.layout.manifests, asset, partition).unlink(missing_ok=True)
+        return len(vectors)
 
     def thumbnails(
         self, hits: Sequence[Hit], count: int = VISION_IMAGES, side: int = VISION_SIDE

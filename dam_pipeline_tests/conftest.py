@@ -41,6 +41,18 @@ def write_library(root: Path, files: dict[str, bytes | str]) -> None:
         target.write_bytes(jpeg_bytes(photo(content)) if isinstance(content, str) else content)
 
 
+@pytest.fixture(autouse=True)
+def environment_is_restored() -> Iterator[None]:
+    """Tests change the configuration in the environment through monkeypatch only: what a
+    test sets is gone when it ends (this runs first and is torn down last). Libraries that
+    set their own variables on import (torch) are not the tests' doing."""
+    watched = {*Settings.variables(), "DAGSTER_HOME", "PATH"}
+    before = {name: os.environ.get(name) for name in watched}
+    yield
+    changed = sorted(name for name in watched if os.environ.get(name) != before[name])
+    assert not changed, f"the test left environment variables changed: {changed}"
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     data = tmp_path / "data"
@@ -48,6 +60,7 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=data,
         source=str(data / "library"),
         chroma_path=data / "chroma",
+        dagster_home=data / "dagster_home",
         workers=2,
     )
 
@@ -97,13 +110,20 @@ def s3_client(settings: Settings):
 
 def upload(settings: Settings, files: dict[str, bytes | str]) -> None:
     """Put ``key -> bytes`` (or a scikit-image photo name) under the source's root prefix."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from dam_pipeline.sources import parse_s3_uri
 
     bucket, root = parse_s3_uri(settings.source)
     client = s3_client(settings)
-    for key, content in files.items():
+
+    def put(item: tuple[str, bytes | str]) -> None:
+        key, content = item
         body = jpeg_bytes(photo(content)) if isinstance(content, str) else content
         client.put_object(Bucket=bucket, Key=f"{root}/{key}" if root else key, Body=body)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, files.items()))
 
 
 def delete(settings: Settings, keys: list[str]) -> None:
@@ -187,8 +207,35 @@ def shared_library(tmp_path_factory) -> IngestedLibrary:
     """The demo library (what `make demo` builds) plus a few awkward files, ingested once.
     Read-only: tests that change a library make their own."""
     data = tmp_path_factory.mktemp("shared") / "data"
-    settings = Settings(data_dir=data, workers=2)
+    settings = Settings(data_dir=data, dagster_home=data / "dagster_home", workers=2)
     write_library(settings.layout.library, SHARED_EXTRAS)
     build_demo_library(settings.layout.library)
     with dg.instance_for_test() as instance:
         return IngestedLibrary(settings, ingest(settings, instance))
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def dam(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Run `dam ARGS` in-process with DAM_DATA_DIR (and any other variables) set. Ask for
+    it after ``instance`` so that its environment is undone first."""
+
+    def run(settings: Settings, *args: str, **env: str) -> Ran:
+        monkeypatch.setenv("DAM_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("DAGSTER_HOME", str(settings.layout.dagster_home))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        from dam_pipeline import cli
+
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run

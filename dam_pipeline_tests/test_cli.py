@@ -7,37 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 
 from dam_pipeline import cli
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import IngestedLibrary, write_library
-
-
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def dam(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """Run `dam ARGS` in-process with DAM_DATA_DIR (and any other variables) set."""
-
-    def run(settings: Settings, *args: str, **env: str) -> Ran:
-        monkeypatch.setenv("DAM_DATA_DIR", str(settings.data_dir))
-        monkeypatch.setenv("DAGSTER_HOME", str(settings.layout.dagster_home))
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        capsys.readouterr()
-        code = cli.main(list(args))
-        captured = capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
-
-    return run
 
 
 def test_the_installed_command_searches_as_a_separate_process(

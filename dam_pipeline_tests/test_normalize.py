@@ -55,7 +55,7 @@ def test_png_with_transparency_becomes_rgb_on_white() -> None:
     ("data", "reason"),
     [
         (b"", "empty"),
-        (b"\x00\x01garbage that is not an image" * 10, "not a recognised image"),
+        (b"\x00\x01garbage that is not an image" * 10, "not an image in a supported format"),
         (b"<!DOCTYPE html><html><body>403 Forbidden</body></html>", "HTML page"),
     ],
 )

@@ -1,12 +1,15 @@
 """Sensors that follow the source: new prefixes become partitions; uploads, overwrites and
 deletions trigger runs of exactly the partitions they touch."""
 
+import json
+import shlex
+
 import dagster as dg
 
 from dam_pipeline.defs.jobs import ingest_job
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import SourceResource, StorageResource
-from dam_pipeline.keys import encode_prefix
+from dam_pipeline.keys import decode_prefix, encode_prefix
 from dam_pipeline.sync import scan_changes
 
 
@@ -21,11 +24,40 @@ def _add_missing_partitions(
 def prefix_discovery_sensor(
     context: dg.SensorEvaluationContext, source: SourceResource
 ) -> dg.SensorResult:
+    """New prefixes become partitions. A registered prefix the source no longer lists has
+    vanished: said once per prefix as an observation of its vector_index partition (the
+    UI shows it there) and in the tick; its vectors stay until `dam forget-prefix`."""
     keys = {encode_prefix(prefix) for prefix in source.open().list_prefixes()}
     requests = _add_missing_partitions(context, keys)
-    if not requests:
-        return dg.SensorResult(skip_reason=f"{len(keys)} prefixes, none new")
-    return dg.SensorResult(dynamic_partitions_requests=requests)
+    registered = set(context.instance.get_dynamic_partitions(image_prefixes.name))
+    vanished = sorted(registered - keys)
+    already_reported = set(json.loads(context.cursor or "[]"))
+    observations = [
+        dg.AssetObservation(
+            asset_key="vector_index",
+            partition=key,
+            metadata={
+                "vanished": True,
+                "action": f"dam forget-prefix {shlex.quote(decode_prefix(key))} --yes",
+            },
+        )
+        for key in vanished
+        if key not in already_reported
+    ]
+    if vanished:
+        context.log.warning(
+            "vanished prefixes (no objects left; vectors kept until `dam forget-prefix`): %s",
+            ", ".join(vanished),
+        )
+    summary = f"{len(keys)} prefixes, none new" + (
+        f"; vanished: {', '.join(vanished)}" if vanished else ""
+    )
+    return dg.SensorResult(
+        dynamic_partitions_requests=requests,
+        asset_events=observations,
+        cursor=json.dumps(vanished),
+        skip_reason=None if requests or observations else summary,
+    )
 
 
 def upload_sensor(
