@@ -1,6 +1,22 @@
 """Decoding and normalizing images, and the content-addressed store they are kept in."""
 
-from dam_pipeline.imaging.normalize import DecodedImage, NormalizeError, normalize_image
+from dam_pipeline.imaging.budget import DecodeBudget, release_freed_memory
+from dam_pipeline.imaging.normalize import (
+    HEADER_BYTES,
+    DecodedImage,
+    NormalizeError,
+    decode_cost,
+    normalize_image,
+)
 from dam_pipeline.imaging.object_store import ObjectStore
 
-__all__ = ["DecodedImage", "NormalizeError", "ObjectStore", "normalize_image"]
+__all__ = [
+    "HEADER_BYTES",
+    "DecodeBudget",
+    "DecodedImage",
+    "NormalizeError",
+    "ObjectStore",
+    "decode_cost",
+    "normalize_image",
+    "release_freed_memory",
+]

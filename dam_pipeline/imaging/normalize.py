@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from dam_pipeline.imaging.budget import BYTES_PER_PIXEL
+
 try:  # HEIC/HEIF/AVIF support is a plugin; without it such files are quarantined.
     import pillow_heif
 
@@ -102,6 +104,28 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image, mask=image.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+HEADER_BYTES = 256 * 1024
+"""Enough of a file to read its dimensions (JPEG, PNG, GIF, WebP, BMP, most TIFFs)."""
+
+
+def decode_cost(head: bytes, max_side: int, file_size: int) -> int:
+    """Bytes decoding a file will take, judged from its first bytes: pixels as decoded (a
+    large JPEG at its reduced DCT scale) times ``BYTES_PER_PIXEL``, plus the file itself.
+    A header that does not tell is assumed to unpack to ten times the file."""
+    try:
+        with Image.open(io.BytesIO(head), formats=DECODERS) as image:
+            width, height = image.size
+            jpeg = image.format == "JPEG"
+    except Exception:
+        return file_size * 11
+    if jpeg:
+        reduction = 1
+        while reduction < 8 and max(width, height) / (reduction * 2) >= max_side * DRAFT_SLACK:
+            reduction *= 2
+        width, height = math.ceil(width / reduction), math.ceil(height / reduction)
+    return width * height * BYTES_PER_PIXEL + file_size
 
 
 def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -> DecodedImage:

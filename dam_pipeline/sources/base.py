@@ -100,8 +100,9 @@ class Source(Protocol):
         one paged listing (what the upload sensor scans, resuming where it stopped)."""
         ...
 
-    def read_bytes(self, key: str) -> bytes:
-        """The object's bytes; raises ``ObjectGoneError`` if it was deleted meanwhile."""
+    def read_bytes(self, key: str, limit: int | None = None) -> bytes:
+        """The object's bytes (the first ``limit`` only, if given, e.g. to read a header);
+        raises ``ObjectGoneError`` if it was deleted meanwhile."""
         ...
 
     def url_for(self, key: str) -> str:

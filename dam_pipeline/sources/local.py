@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from dam_pipeline.sources.base import (
     ObjectGoneError,
@@ -139,12 +141,21 @@ class LocalFolderSource:
             return "cannot be read: permission denied"
         return ""
 
-    def read_bytes(self, key: str) -> bytes:
+    def read_bytes(self, key: str, limit: int | None = None) -> bytes:
+        with self._open(key) as handle:
+            return handle.read(limit) if limit else handle.read()
+
+    def content_hash(self, key: str) -> str:
+        """sha256 of the file, streamed: a 200 MB TIFF is never held in memory to hash it."""
+        with self._open(key) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def _open(self, key: str) -> BinaryIO:
         path = self._resolve(key)
         try:
             if not stat.S_ISREG(path.stat().st_mode):
                 raise ValueError(f"{key} is not a regular file: only files are read")
-            return path.read_bytes()
+            return path.open("rb")
         except FileNotFoundError as exc:
             raise ObjectGoneError(f"{key} is no longer in {self.root}") from exc
 

@@ -148,9 +148,10 @@ class S3Source:
     def iter_all_objects(self, start_after: str | None = None) -> Iterator[SourceObject]:
         yield from self._objects("", recursive=True, start_after=start_after)
 
-    def read_bytes(self, key: str) -> bytes:
+    def read_bytes(self, key: str, limit: int | None = None) -> bytes:
+        extra = {"Range": f"bytes=0-{limit - 1}"} if limit else {}
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key), **extra)
         except self.client.exceptions.NoSuchKey as exc:
             raise ObjectGoneError(f"{key} is no longer in {self.source_id}") from exc
         return response["Body"].read()

@@ -20,6 +20,8 @@ from dam_pipeline.stages.progress import log, progress, timed
 def _hash(source: Source, obj: SourceObject) -> tuple[str | None, str]:
     """(sha256 of the bytes, or None; why they could not be read, or "")."""
     try:
+        if hasattr(source, "content_hash"):  # streamed where the source can
+            return source.content_hash(obj.key), ""
         return hashlib.sha256(source.read_bytes(obj.key)).hexdigest(), ""
     except ObjectGoneError:
         return None, ""  # gone since listing: normalized_images says so
