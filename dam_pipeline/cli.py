@@ -44,13 +44,19 @@ if TYPE_CHECKING:
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs still record every event for the UI; the terminal shows only warnings."""
 
-DAGSTER_YAML = """# Written by `dam init-home`. The embedded Chroma index has a single writer,
-# so runs are queued one at a time; with a Chroma server this can be raised.
+DAGSTER_YAML = """# Written by `dam init-home`.
 telemetry:
   enabled: false
+# Queries and re-syncs never wait behind ingestion: runs go side by side, at most two
+# ingest runs at once (each decodes and captions with all cores). Writers to an embedded
+# Chroma folder still take turns: they hold a lock (data/index/writer.lock) while writing.
 concurrency:
   runs:
-    max_concurrent_runs: 1
+    max_concurrent_runs: 10
+    tag_concurrency_limits:
+      - key: dam/job
+        value: ingest
+        limit: 2
 # A run whose worker process died (killed, out of memory) is marked failed by the daemon
 # instead of holding the queue forever: the launcher checks the worker's process id.
 run_launcher:
@@ -58,7 +64,7 @@ run_launcher:
   class: LocalRunLauncher
 run_monitoring:
   enabled: true
-  poll_interval_seconds: 10
+  poll_interval_seconds: 5
   max_resume_run_attempts: 0
 """
 

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=0, ge=0)
     """Decompression-bomb limit in pixels; 0 keeps Pillow's (about 89 megapixels)."""
     workers: Positive = Field(default_factory=_default_workers)
+    decode_memory_mb: Positive = 768
+    """What the decoding threads may hold at once, in MB (images larger wait to run alone)."""
 
     # Captioning
     captioner: CaptionerName = "local"
@@ -290,9 +292,14 @@ class Settings(BaseSettings):
             namespace=self.pinecone_namespace,
         )
 
+    @property
+    def embedded_index(self) -> bool:
+        """An embedded Chroma folder: one writer at a time (a server or Pinecone takes many)."""
+        return self.vector_store == "chroma" and not self.chroma_url
+
     def embedded_index_exists(self) -> bool:
         """False when the embedded Chroma folder was never written (nothing ingested yet)."""
-        if self.vector_store != "chroma" or self.chroma_url:
+        if not self.embedded_index:
             return True
         return self.chroma_path is not None and self.chroma_path.is_dir()
 
@@ -371,3 +378,8 @@ class DataLayout:
     @property
     def dagster_home(self) -> Path:
         return self.root / "dagster_home"
+
+    @property
+    def index_writer_lock(self) -> Path:
+        """Held while writing the embedded index (see ``dam_pipeline.locks``)."""
+        return self.root / "index" / "writer.lock"

@@ -122,3 +122,20 @@ def test_only_settings_reads_the_environment() -> None:
             and id(node) not in setdefaults
         ]
     assert offenders == []
+
+
+def test_dg_checks_the_project_definitions() -> None:
+    """`dg` (dagster-dg-cli) understands the project: `dg check defs` loads everything."""
+    import subprocess
+    import sys
+
+    checked = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr

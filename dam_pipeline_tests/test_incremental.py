@@ -90,7 +90,7 @@ def test_multiprocess_executor_with_a_chroma_server_and_s3(
         )
         assert result.success
         starts = [e for e in result.all_events if e.event_type_value == "STEP_START"]
-        assert len(starts) == 7  # five assets and two checks
+        assert len(starts) == 5  # the five assets
         assert len({event.pid for event in starts}) == len(starts)  # each in its own process
         served = Settings.from_env()
         assert served.chroma_url == chroma_url

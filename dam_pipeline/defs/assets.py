@@ -56,6 +56,7 @@ def normalized_images(
         max_side=storage.settings.max_side,
         max_pixels=storage.settings.max_image_pixels or None,
         workers=storage.settings.workers,
+        decode_memory_bytes=storage.settings.decode_memory_mb * 2**20,
     )
     return dg.Output(manifest, metadata=stage_metadata(manifest))
 
@@ -91,15 +92,17 @@ def vector_index(
     storage: StorageResource,
 ) -> dg.Output[Manifest]:
     """The partition's vectors in the index, exactly one per indexed object."""
-    manifest = stages.index_partition(
-        embeddings,
-        vector_store.open(),
-        storage.cache(),
-        source_id=source.open().source_id,
-        partition_key=context.partition_key,
-        max_delete_share=vector_store.settings.max_delete_share,
-        keywords=storage.keyword_index(),
-    )
+    with storage.index_writer() as lock:
+        manifest = stages.index_partition(
+            embeddings,
+            vector_store.open(),
+            storage.cache(),
+            source_id=source.open().source_id,
+            partition_key=context.partition_key,
+            max_delete_share=vector_store.settings.max_delete_share,
+            keywords=storage.keyword_index(),
+        )
+    manifest.summary["seconds_waiting_for_index"] = lock["seconds_waited"]
     if manifest.summary.get("deletion_blocked"):
         context.log.error(
             "Deletion sync refused for %s: %s vectors would vanish at once. Check the source.",

@@ -30,6 +30,7 @@ ingest_job = dg.define_asset_job(
     # One process per run: the steps run one after the other anyway (each needs the one
     # before), and a process per step would import torch and load the models five times.
     executor_def=dg.in_process_executor,
+    tags={"dam/job": "ingest"},  # dagster.yaml limits how many of these run at once
     description="Materialize the whole image pipeline for one prefix.",
 )
 

@@ -6,6 +6,7 @@ the UI. Which provider is used is decided by ``Settings``, never inside an asset
 (No ``from __future__ import annotations`` here: Dagster reads the field annotations.)
 """
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ from dam_pipeline.captioning import Captioner
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.library import Library
+from dam_pipeline.locks import exclusive
 from dam_pipeline.manifests import Manifest, manifest_path, read_manifest_if_exists, write_manifest
 from dam_pipeline.reasoning import Reasoner
 from dam_pipeline.retrieval import KeywordIndex
@@ -54,6 +56,13 @@ class StorageResource(dg.ConfigurableResource):
 
     def keyword_index(self) -> KeywordIndex:
         return KeywordIndex(self.layout.keywords)
+
+    def index_writer(self) -> AbstractContextManager[dict]:
+        """Held while writing the index: exclusive for an embedded Chroma folder (every
+        writer takes it, whether a daemon run or `dam ingest`), free for a server."""
+        if self.settings.embedded_index:
+            return exclusive(self.layout.index_writer_lock, "the embedded index")
+        return nullcontext({"seconds_waited": 0.0})
 
     def previous_manifest(self, asset: str, partition_key: str) -> Manifest | None:
         """What this asset wrote for the partition last time: the basis of incremental runs."""
