@@ -135,9 +135,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         status, counts = partition_outcome(result)
         not_done += status != "ok"
         seconds = time.perf_counter() - started
-        print(
-            f"  {status:8} {printable(key):32} {counts} ({seconds:.1f}s, run {result.run_id[:8]})"
-        )
+        prefix = printable(decode_prefix(key)) or "(top level)"
+        print(f"  {status:8} {prefix:32} {counts} ({seconds:.1f}s, run {result.run_id[:8]})")
     if not args.prefix:
         not_done += _report_vanished(settings)
     return 1 if not_done else 0
