@@ -1,5 +1,5 @@
-"""The product as a user runs it: the Dagster daemon follows a bucket on its own, and a run
-whose worker dies does not block the queue.
+"""The product as a user runs it: the Dagster daemon follows a bucket on its own, a run
+whose worker dies does not block the queue, and ingestion never holds a query up.
 
 A real `dagster-daemon` process with the DAGSTER_HOME that `dam init-home` writes, the
 upload sensor switched on with the `dagster` CLI, photos uploaded to the moto S3 server,
@@ -21,6 +21,7 @@ import pytest
 import dam_pipeline
 from dam_pipeline import api
 from dam_pipeline.cli import ensure_dagster_home
+from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import upload
 
@@ -107,13 +108,66 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
         assert second.status == dg.DagsterRunStatus.SUCCESS, _tail(log_path)
         assert second.tags.get("dagster/partition") == "holiday"
         assert second.tags.get("dagster/sensor_name") == "upload_sensor"
+
+        # 4. Ingestion never holds queries up. Three prefixes arrive at once while the test
+        # holds the embedded index's writer lock: two ingest runs start (the tag limit) and
+        # wait at vector_index, the third stays queued, and a query launched now still runs.
+        with exclusive(s3_settings.layout.index_writer_lock, "the test, as another writer"):
+            upload(s3_settings, {f"{p}/coffee.jpg": "coffee" for p in ("a", "b", "c")})
+            new = lambda: ingest_runs()[2:]  # noqa: E731
+            wait_for("three ingest runs", lambda: len(new()) == 3, log_path)
+            wait_for(
+                "two ingest runs waiting for the index",
+                lambda: sum(_reached(instance, r.run_id, "vector_index") for r in new()) == 2,
+                log_path,
+            )
+            config = '{"ops": {"answer_question": {"config": {"mode": "search"}}}}'
+            launched = subprocess.run(
+                [
+                    BIN / "dagster",
+                    "job",
+                    "launch",
+                    *workspace,
+                    "-j",
+                    "query_job",
+                    "--config-json",
+                    config,
+                ],
+                env=env,
+                cwd=PROJECT,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            assert launched.returncode == 0, launched.stderr
+            query = wait_for(
+                "the query run finished",
+                lambda: [
+                    r
+                    for r in instance.get_runs(dg.RunsFilter(job_name="query_job"))
+                    if r.status in DONE
+                ],
+                log_path,
+            )[0]
+            assert query.status == dg.DagsterRunStatus.SUCCESS, _tail(log_path)
+            statuses = sorted(instance.get_run_by_id(r.run_id).status.value for r in new())
+            assert statuses == ["QUEUED", "STARTED", "STARTED"]
+        wait_for("the three ingest runs", lambda: all(r.status in DONE for r in new()), log_path)
+        assert {r.status for r in new()} == {dg.DagsterRunStatus.SUCCESS}
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
         log.close()
 
     assert api.search("a cat", settings=s3_settings)[0].key == "holiday/cat on the sofa.jpg"
-    assert api.search("a cup of coffee", settings=s3_settings)[0].key == "holiday/coffee.jpg"
+    coffee = {hit.key for hit in api.search("a cup of coffee", settings=s3_settings, top_k=4)}
+    assert coffee == {"holiday/coffee.jpg", "a/coffee.jpg", "b/coffee.jpg", "c/coffee.jpg"}
+
+
+def _reached(instance: dg.DagsterInstance, run_id: str, step: str) -> bool:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return any(record.event_log_entry.step_key == step for record in records)
 
 
 def _tail(path: Path, lines: int = 40) -> str:

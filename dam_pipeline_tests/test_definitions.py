@@ -11,6 +11,7 @@ import pytest
 
 import dam_pipeline
 from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.assets import ASSET_NAMES
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.settings import Settings
 
@@ -49,6 +50,24 @@ def test_asset_kinds_name_the_configured_providers(
     kinds = {spec.key.to_user_string(): spec.kinds for spec in defs.resolve_all_asset_specs()}
     for asset, kind in expected.items():
         assert kind in kinds[asset]
+
+
+def _retried_assets(settings: Settings) -> set[str]:
+    defs = build_definitions(settings)
+    return {name for name in ASSET_NAMES if defs.resolve_assets_def(name).op.retry_policy}
+
+
+def test_only_steps_that_reach_a_remote_service_are_retried(settings: Settings) -> None:
+    assert _retried_assets(settings) == set()  # folder, local models, embedded Chroma
+    remote = settings.replace(
+        source="s3://photos", captioner="groq", chroma_url="http://127.0.0.1:9"
+    )
+    assert _retried_assets(remote) == {
+        "raw_images",
+        "normalized_images",
+        "captions",
+        "vector_index",
+    }
 
 
 def test_settings_reach_sensors_and_schedules(settings: Settings) -> None:

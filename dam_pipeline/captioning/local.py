@@ -12,18 +12,13 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from dam_pipeline.captioning.base import Caption, ImageInput, as_inputs
 from dam_pipeline.captioning.colours import dominant_colours
-from dam_pipeline.captioning.efficientnet_lite import (
-    INPUT_SIZE,
-    load_efficientnet_lite0,
-    optimized_for_inference,
-)
 from dam_pipeline.captioning.labels import class_categories, class_names, scene_of
 from dam_pipeline.captioning.ocr import (
     TEXT_BEARING_CLASSES,
@@ -31,6 +26,9 @@ from dam_pipeline.captioning.ocr import (
     read_text,
     tesseract_available,
 )
+
+if TYPE_CHECKING:  # torch is imported when an image is first classified, not with the module:
+    import torch  # a run over an unchanged partition never pays for it
 
 PROMPT_VERSION = "labels-v3-multiview"
 RESIZE_SHORT_SIDE = 256
@@ -56,6 +54,8 @@ class _Group:
 
 def preprocess(image: Image.Image) -> np.ndarray:
     """Shorter side to 256, centre crop 224, scaled to [-1, 1], CHW float32."""
+    from dam_pipeline.captioning.efficientnet_lite import INPUT_SIZE
+
     image = image.convert("RGB")
     width, height = image.size
     scale = RESIZE_SHORT_SIDE / min(width, height)
@@ -70,6 +70,8 @@ def preprocess(image: Image.Image) -> np.ndarray:
 
 def squash(image: Image.Image) -> np.ndarray:
     """The whole image resized to 224x224 (nothing cropped away), scaled like ``preprocess``."""
+    from dam_pipeline.captioning.efficientnet_lite import INPUT_SIZE
+
     pixels = np.asarray(
         image.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC),
         dtype=np.float32,
@@ -164,6 +166,13 @@ class LocalCaptioner:
 
     @property
     def model(self) -> torch.nn.Module:
+        import torch
+
+        from dam_pipeline.captioning.efficientnet_lite import (
+            load_efficientnet_lite0,
+            optimized_for_inference,
+        )
+
         with self._lock:
             if self._model is None:
                 if self._threads:
@@ -174,6 +183,8 @@ class LocalCaptioner:
     def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities per image: the maximum over its views (an object that fills one
         half counts as much as one that fills the frame), renormalized; one row per image."""
+        import torch
+
         per_image = [views(image) for image in images]
         batch = torch.from_numpy(np.stack([view for group in per_image for view in group]))
         batch = batch.contiguous(memory_format=torch.channels_last)

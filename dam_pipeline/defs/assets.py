@@ -117,22 +117,32 @@ EMBEDDER_KINDS = {"sentence-transformers": "pytorch", "bedrock-titan": "bedrock"
 STORE_KINDS = {"chroma": "chroma", "pinecone": "pinecone"}
 
 
+REMOTE_RETRY = dg.RetryPolicy(
+    max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""For steps that talk to a remote service. Each request is already retried briefly
+(``dam_pipeline.retry``); this covers an outage of a minute or so. A retried step redoes
+only what is missing: captions and vectors already made are in the content cache."""
+
+
 def build_image_library_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    """The five assets, with kinds naming the configured source and providers."""
-    source_kind = "s3" if settings.source.startswith("s3://") else "python"
-    kinds = {
-        raw_images: {source_kind},
-        normalized_images: {"python", "pillow"},
-        captions: {CAPTIONER_KINDS[settings.captioner]},
-        embeddings: {EMBEDDER_KINDS[settings.embedder]},
-        vector_index: {STORE_KINDS[settings.vector_store], "sqlite"},
+    """The five assets, with kinds naming the configured source and providers, and a retry
+    policy on the steps whose configured provider is reached over the network."""
+    from_bucket = settings.source.startswith("s3://")
+    steps = {
+        raw_images: ({"s3" if from_bucket else "python"}, from_bucket),
+        normalized_images: ({"python", "pillow"}, from_bucket),
+        captions: ({CAPTIONER_KINDS[settings.captioner]}, settings.captioner != "local"),
+        embeddings: ({EMBEDDER_KINDS[settings.embedder]}, settings.embedder == "bedrock-titan"),
+        vector_index: ({STORE_KINDS[settings.vector_store], "sqlite"}, not settings.embedded_index),
     }
     return [
         dg.asset(
             partitions_def=image_prefixes,
             io_manager_key="manifest_io_manager",
             group_name=GROUP,
-            kinds=asset_kinds,
+            kinds=kinds,
+            retry_policy=REMOTE_RETRY if remote else None,
         )(compute)
-        for compute, asset_kinds in kinds.items()
+        for compute, (kinds, remote) in steps.items()
     ]

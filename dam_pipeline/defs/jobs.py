@@ -7,7 +7,12 @@ import dagster as dg
 from pydantic import Field
 
 from dam_pipeline.defs.assets import GROUP
-from dam_pipeline.defs.metadata import answer_markdown, duplicates_markdown, thumbnail_data_uri
+from dam_pipeline.defs.metadata import (
+    answer_markdown,
+    duplicates_markdown,
+    hits_table,
+    thumbnail_data_uri,
+)
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import (
     CaptionerResource,
@@ -79,7 +84,9 @@ class QueryConfig(dg.Config):
     tags: list[str] = Field(default_factory=list, description="Require all these tags.")
     date_from: str = Field(default="", description="YYYY-MM-DD, on the date taken (else modified).")
     date_to: str = Field(default="", description="YYYY-MM-DD, inclusive.")
-    min_score: float = Field(default=0.0, description="Drop hits under this similarity.")
+    min_score: float | None = Field(
+        default=None, description="Drop hits under this similarity (default DAM_MIN_SCORE)."
+    )
     max_distance: int = Field(default=6, description="duplicates: Hamming bits of 64 (6 ~ 0.9).")
 
     def search_options(self) -> dict:
@@ -137,7 +144,8 @@ def answer_question(
     context.add_output_metadata(
         {
             "answer": dg.MetadataValue.md(answer_markdown(answer, thumbnails)),
-            "hits": len(answer.sources),
+            "hits": hits_table(answer),
+            "dagster/row_count": len(answer.sources),
             "cited": dg.MetadataValue.json([hit.key for hit in answer.cited_hits]),
         }
     )
@@ -165,6 +173,9 @@ def _answer(library, config: QueryConfig) -> Answer:
     return library.ask(config.question, **config.search_options())
 
 
-@dg.job(description="Search the index and answer a question about the images.")
+@dg.job(
+    description="Search the index and answer a question about the images.",
+    executor_def=dg.in_process_executor,  # one step: a step process would load models again
+)
 def query_job() -> None:
     answer_question()

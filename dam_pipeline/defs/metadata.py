@@ -42,24 +42,67 @@ def thumbnail_data_uri(store: ObjectStore, digest: str) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
+QUARANTINE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("key", "string", description="the object's key in the source"),
+        dg.TableColumn("status", "string", description="quarantined, failed or skipped"),
+        dg.TableColumn("reason", "string", description="what is wrong and what to do"),
+    ]
+)
+HITS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("source", "string", description="S1, S2 … as the answer cites them"),
+        dg.TableColumn("key", "string"),
+        dg.TableColumn("score", "float", description="cosine similarity to the question"),
+        dg.TableColumn("partition", "string"),
+        dg.TableColumn("caption", "string"),
+        dg.TableColumn("url", "string"),
+    ]
+)
+
+
 def stage_metadata(manifest: Manifest) -> dict[str, dg.MetadataValue]:
-    """The stage's summary as typed metadata, plus a table of what was quarantined and why."""
+    """The stage's summary as typed metadata, the number of objects it holds as
+    ``dagster/row_count``, and a table of what was not processed and why."""
     metadata = {
         name: converted
         for name, value in manifest.summary.items()
         if (converted := _value(value)) is not None
     }
+    metadata["dagster/row_count"] = dg.MetadataValue.int(len(manifest.ok()))
     not_indexed = manifest.not_ok()
     if not_indexed:
         rows = [
-            f"| {_cell(r.key)} | {r.status} | {_cell(r.reason or 'unknown')} |" for r in not_indexed
+            dg.TableRecord({"key": r.key, "status": r.status, "reason": r.reason or "unknown"})
+            for r in not_indexed[:QUARANTINE_ROWS]
         ]
-        more = len(rows) - QUARANTINE_ROWS
-        table = ["| key | status | reason |", "|---|---|---|", *rows[:QUARANTINE_ROWS]]
-        if more > 0:
-            table.append(f"| … | | and {more} more (see the manifest) |")
-        metadata["quarantine"] = dg.MetadataValue.md("\n".join(table))
+        if len(not_indexed) > QUARANTINE_ROWS:
+            more = len(not_indexed) - QUARANTINE_ROWS
+            rows.append(
+                dg.TableRecord({"key": "…", "status": "", "reason": f"and {more} more (manifest)"})
+            )
+        metadata["quarantine"] = dg.MetadataValue.table(rows, schema=QUARANTINE_SCHEMA)
     return metadata
+
+
+def hits_table(answer: Answer) -> dg.MetadataValue:
+    """The retrieved images as a typed table (the answer's markdown shows them with thumbnails)."""
+    return dg.MetadataValue.table(
+        [
+            dg.TableRecord(
+                {
+                    "source": f"S{number}",
+                    "key": hit.key,
+                    "score": float(hit.score),
+                    "partition": hit.partition,
+                    "caption": hit.caption,
+                    "url": hit.url,
+                }
+            )
+            for number, hit in enumerate(answer.sources, start=1)
+        ],
+        schema=HITS_SCHEMA,
+    )
 
 
 def caption_preview(manifest: Manifest, store: ObjectStore) -> dg.MetadataValue:
