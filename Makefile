@@ -13,22 +13,28 @@ export TOKENIZERS_PARALLELISM := false
 # DAGSTER_HOME is not set here: `dam init-home` derives it from DAM_DATA_DIR (or honours an
 # exported DAGSTER_HOME), so `make dev` opens the instance `dam` writes to.
 
-.PHONY: setup system-deps demo test dev lint bench bench-quick clean
+.PHONY: setup system-deps demo test dev serve lint bench bench-quick clean
 
 setup: system-deps $(STAMP)
 
-# OCR needs the tesseract binary (Debian package tesseract-ocr). Installed when we may;
-# without it the pipeline still runs and skips OCR with a log line.
+# System packages, installed with apt-get when we may (root): tesseract-ocr for OCR (without
+# it the pipeline still runs and skips OCR with a log line) and chromium, the real browser the
+# web app's test drives through Playwright (never `playwright install`: it downloads one).
+SYSTEM_PACKAGES := tesseract:tesseract-ocr tesseract:tesseract-ocr-eng chromium:chromium
+
 system-deps:
-	@command -v tesseract >/dev/null 2>&1 || { \
+	@missing="$$(for pair in $(SYSTEM_PACKAGES); do command -v $${pair%%:*} >/dev/null 2>&1 \
+	  || echo $${pair#*:}; done | tr '\n' ' ')"; \
+	if [ -n "$${missing// }" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing tesseract-ocr (apt-get)"; \
+	    echo "Installing $$missing(apt-get)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null) \
-	      || echo "Could not install tesseract-ocr: OCR will be skipped."; \
+	      --no-install-recommends $$missing >/dev/null) \
+	      || echo "Could not install $$missing: OCR or the browser test will be skipped."; \
 	  else \
-	    echo "tesseract is not installed: OCR will be skipped (sudo apt-get install tesseract-ocr)."; \
-	  fi; }
+	    echo "Not installed: $$missing(sudo apt-get install $$missing); OCR or the browser test is skipped."; \
+	  fi; \
+	fi
 
 # torch is installed first and pinned (constraints.txt) so that nothing pulls the CUDA build.
 $(STAMP): pyproject.toml constraints.txt
@@ -56,6 +62,9 @@ bench-quick: setup
 
 dev: setup
 	DAGSTER_HOME="$$($(BIN)/dam init-home)" $(BIN)/dagster dev -w workspace.yaml
+
+serve: setup
+	$(BIN)/dam serve
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

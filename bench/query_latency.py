@@ -1,6 +1,7 @@
 """Retrieval latency without the LLM, warm: the query is embedded with the real model and
 searched in an embedded Chroma index holding N synthetic vectors (random unit vectors with
-realistic metadata; the index work does not depend on what the vectors mean).
+realistic metadata; the index work does not depend on what the vectors mean), called in
+process and through the web app's HTTP API (``GET /api/search`` under uvicorn).
 
     python -m bench.query_latency --sizes 1000 10000 100000 --json OUT
 """
@@ -20,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dam_pipeline.embedding import build_embedder
-from dam_pipeline.retrieval import Filters, search
+from dam_pipeline.retrieval import Filters, KeywordIndex, search
+from dam_pipeline.settings import Settings
 from dam_pipeline.vector_stores import ChromaVectorStore, VectorRecord
 
 QUERIES = [
@@ -59,12 +61,40 @@ def fill(store: ChromaVectorStore, count: int, dimension: int, fingerprint: str)
         )
 
 
+def _percentiles(timings: list[float], prefix: str = "") -> dict:
+    return {
+        f"{prefix}p50_ms": round(float(np.percentile(timings, 50)), 1),
+        f"{prefix}p95_ms": round(float(np.percentile(timings, 95)), 1),
+    }
+
+
+def measure_http(settings: Settings, repeats: int) -> dict:
+    """``GET /api/search`` through a real HTTP server, warm (keep-alive client)."""
+    import httpx
+
+    from dam_pipeline.web import create_app
+    from dam_pipeline.web.server import running
+
+    with running(create_app(settings)) as address, httpx.Client(base_url=address) as client:
+        for query in QUERIES:
+            client.get("/api/search", params={"q": query, "top_k": 10}).raise_for_status()
+        timings = []
+        for i in range(repeats):
+            start = time.perf_counter()
+            response = client.get("/api/search", params={"q": QUERIES[i % len(QUERIES)]})
+            timings.append((time.perf_counter() - start) * 1000)
+            response.raise_for_status()
+    return _percentiles(timings, "http_")
+
+
 def measure(count: int, repeats: int = 60) -> dict:
     embedder = build_embedder()
     dimension = embedder.dimension
     with tempfile.TemporaryDirectory() as tmp:
-        store = ChromaVectorStore(f"latency-{count}", path=Path(tmp))
+        settings = Settings(data_dir=Path(tmp), min_score=-1.0)
+        store = ChromaVectorStore(settings.collection, path=settings.chroma_path)
         fill(store, count, dimension, embedder.fingerprint)
+        KeywordIndex(settings.layout.keywords)  # the app checks that the index exists
         for query in QUERIES:  # warm: model, index pages, caches
             search(query, embedder, store, top_k=10, mode="dense")
         timings = []
@@ -84,12 +114,12 @@ def measure(count: int, repeats: int = 60) -> dict:
                 mode="dense",
             )
             filtered.append((time.perf_counter() - start) * 1000)
+        http = measure_http(settings, repeats)
     return {
         "vectors": count,
-        "p50_ms": round(float(np.percentile(timings, 50)), 1),
-        "p95_ms": round(float(np.percentile(timings, 95)), 1),
-        "filtered_p50_ms": round(float(np.percentile(filtered, 50)), 1),
-        "filtered_p95_ms": round(float(np.percentile(filtered, 95)), 1),
+        **_percentiles(timings),
+        **_percentiles(filtered, "filtered_"),
+        **http,
     }
 
 

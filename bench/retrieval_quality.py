@@ -65,10 +65,10 @@ def index_eval_set(folder: Path, rows: list[dict], settings: Settings) -> dict:
 
 def rank_metrics(ranks: list[int | None]) -> dict:
     """recall@k and MRR from the 1-based rank of the right image (None: not retrieved)."""
-    n = len(ranks)
+    n = max(1, len(ranks))
     found = [r for r in ranks if r is not None]
     return {
-        "queries": n,
+        "queries": len(ranks),
         "recall@1": round(sum(r <= 1 for r in found) / n, 4),
         "recall@5": round(sum(r <= 5 for r in found) / n, 4),
         "recall@10": round(sum(r <= 10 for r in found) / n, 4),
@@ -94,6 +94,53 @@ def ranker(settings: Settings, depth: int, mode: str) -> Callable[[str], list[st
     ]
 
 
+def half_of(row: dict) -> str:
+    """The fixed split: even image ids tune, odd ids report (never tuned on)."""
+    return "tuning" if int(row.get("image_id", 0)) % 2 == 0 else "report"
+
+
+KEEP_SHARE = 0.95
+"""The default minimum score keeps this share of the right photos on the tuning half."""
+
+
+def calibrate(rows: list[dict], settings: Settings) -> dict:
+    """Dense search per half (ranked among that half's photos): recall and MRR, and the
+    minimum score that keeps ``KEEP_SHARE`` of the right photos on the tuning half, with what
+    it does on the report half (right photos kept, wrong photos still shown per query)."""
+    halves: dict[str, dict] = {}
+    for name in ("tuning", "report"):
+        members = [row for row in rows if half_of(row) == name]
+        keys = {f"{EVAL_PREFIX}/{row['file']}" for row in members}
+        ranks, right, wrong = [], [], []
+        for row in tqdm(members, desc=f"scores ({name})", unit="query", leave=False):
+            hits = search(
+                row["captions"][0],
+                top_k=len(rows),
+                settings=settings,
+                mode="dense",
+                min_score=-1.0,
+            )
+            ranked = [hit for hit in hits if hit.key in keys]
+            target = f"{EVAL_PREFIX}/{row['file']}"
+            order = [hit.key for hit in ranked]
+            ranks.append(order.index(target) + 1 if target in order else None)
+            right += [hit.score for hit in ranked if hit.key == target]
+            wrong.append([hit.score for hit in ranked if hit.key != target])
+        halves[name] = {"metrics": rank_metrics(ranks), "right": right, "wrong": wrong}
+    tuning = sorted(halves["tuning"]["right"])
+    threshold = round(tuning[int((1 - KEEP_SHARE) * len(tuning))], 2) if tuning else 0.0
+    out: dict = {"keep_share": KEEP_SHARE, "min_score": threshold}
+    for name, half in halves.items():
+        kept = sum(score >= threshold for score in half["right"]) / max(1, len(half["right"]))
+        shown = sum(sum(s >= threshold for s in scores) for scores in half["wrong"])
+        out[name] = {
+            **half["metrics"],
+            "right_photos_kept": round(kept, 3),
+            "wrong_photos_shown_per_query": round(shown / max(1, len(half["wrong"])), 1),
+        }
+    return out
+
+
 def run(eval_set: Path, captioner: str = "local", data_dir: Path | None = None) -> dict:
     rows = load_eval_set(eval_set)
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,12 +156,14 @@ def run(eval_set: Path, captioner: str = "local", data_dir: Path | None = None) 
             mode: evaluate(rows, ranker(settings, len(rows), mode), mode)
             for mode in ("dense", "keyword", "hybrid")
         }
+        halves = calibrate(rows, settings)
     return {
         "eval_set": str(eval_set),
         "images": len(rows),
         "captioner": captioner,
         **indexed,
         "modes": modes,
+        "halves": halves,
     }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dam_pipeline.library import EmptyIndexError, Library, QueryError
 from dam_pipeline.reasoning import Answer
-from dam_pipeline.retrieval import Hit
+from dam_pipeline.retrieval import Hits
 from dam_pipeline.retrieval.similar import DuplicateGroup
 from dam_pipeline.settings import Settings
 
@@ -39,10 +39,10 @@ def search(
     tags: Sequence[str] | None = None,
     date_from: date | None = None,
     date_to: date | None = None,
-    min_score: float = 0.0,
+    min_score: float | None = None,
     mode: str | None = None,
     settings: Settings | None = None,
-) -> list[Hit]:
+) -> Hits:
     """Images that match ``question``, best first; filters: prefixes, tags (all required),
     a date range (taken, else modified) and a minimum similarity."""
     return _library(settings).search(
@@ -68,9 +68,9 @@ def similar(
     image: bytes | str | Path | None = None,
     top_k: int = 5,
     prefixes: Sequence[str] | None = None,
-    min_score: float = 0.0,
+    min_score: float | None = None,
     settings: Settings | None = None,
-) -> list[Hit]:
+) -> Hits:
     """Images most like an indexed one (``key``) or a new image (bytes or a path)."""
     return _library(settings).similar(
         key=key, image=image, top_k=top_k, prefixes=prefixes, min_score=min_score

@@ -9,6 +9,7 @@
   dam prefixes                     register the source's prefixes as Dagster partitions
   dam forget-prefix P --yes        remove a prefix whose objects were all deleted
   dam reset-index --yes            empty the vector index (to re-index with another model)
+  dam serve [--host H --port P]    the search page and JSON API (http://127.0.0.1:8000)
   dam init-home                    create the Dagster instance folder and print its path
 
 Configuration comes from the environment and .env (see .env.example).
@@ -57,6 +58,11 @@ concurrency:
       - key: dam/job
         value: ingest
         limit: 2
+# The daemon looks at the queue every second (Dagster's default is 5) and starts runs from
+# threads, so a run launched from the UI starts about as soon as its process is up.
+run_queue:
+  dequeue_interval_seconds: 1
+  dequeue_use_threads: true
 # A run whose worker process died (killed, out of memory) is marked failed by the daemon
 # instead of holding the queue forever: the launcher checks the worker's process id.
 run_launcher:
@@ -219,7 +225,11 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
     hits = api.search(args.question, settings=settings, **_search_options(args))
     if not hits and not args.json:
-        print(f"No image matches {printable(args.question)!r} (min score {args.min_score}).")
+        floor = settings.min_score if args.min_score is None else args.min_score
+        print(
+            f"Nothing in the library matches {printable(args.question)!r} well "
+            f"(similarity ≥ {floor})."
+        )
         return 0
     _print_hits(hits, args.json)
     return 0
@@ -316,6 +326,25 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"{printable(hit['caption'])}"
         )
     print("\nOpen the Dagster UI (asset graph, partitions, runs, metadata) with:  make dev")
+    print(
+        f"Open the search page (http://{settings.serve_host}:{settings.serve_port}) "
+        "with:  make serve"
+    )
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from dam_pipeline.web import create_app
+
+    host = args.host or settings.serve_host
+    port = args.port or settings.serve_port
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_token.get_secret_value():
+        print(f"Serving on {host} with no DAM_API_TOKEN: anyone who reaches it can search.")
+    app = create_app(settings)
+    print(f"Search page: http://{host}:{port}/   JSON API: http://{host}:{port}/docs")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 
@@ -339,7 +368,9 @@ def _add_query_options(command: argparse.ArgumentParser, *, filters: bool = True
     command.add_argument(
         "--prefix", action="append", help="only this prefix (repeatable), e.g. 'kitchen'"
     )
-    command.add_argument("--min-score", type=float, default=0.0, help="minimum similarity (0-1)")
+    command.add_argument(
+        "--min-score", type=float, help="minimum similarity, -1 to 1 (default DAM_MIN_SCORE)"
+    )
     command.add_argument("--json", action="store_true", help="machine-readable output")
     if not filters:
         return
@@ -398,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--yes", action="store_true", help="really remove them")
     reset = command("reset-index", cmd_reset_index, "delete every vector (to re-index)")
     reset.add_argument("--yes", action="store_true", help="really delete")
+    serve = command("serve", cmd_serve, "the search page and its JSON API")
+    serve.add_argument("--host", help="address to listen on (default DAM_SERVE_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default DAM_SERVE_PORT, 8000)")
     command("init-home", cmd_init_home, "create the Dagster instance folder; print its path")
     return parser
 

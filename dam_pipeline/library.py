@@ -8,19 +8,23 @@ the Dagster layer may hand in components it built from its resources instead.
 
 from __future__ import annotations
 
+import base64
 import io
+import mimetypes
+import re
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from functools import cached_property
 from pathlib import Path
 
 from dam_pipeline.captioning import Captioner
 from dam_pipeline.embedding import Embedder
-from dam_pipeline.imaging import ObjectStore
+from dam_pipeline.imaging import NormalizeError, ObjectStore
 from dam_pipeline.keys import decode_prefix, encode_prefix, vector_id
 from dam_pipeline.manifests import manifest_path
 from dam_pipeline.reasoning import Answer, Reasoner
-from dam_pipeline.retrieval import MODES, Filters, Hit, KeywordIndex, search
+from dam_pipeline.retrieval import MODES, Filters, Hit, Hits, KeywordIndex, search
 from dam_pipeline.retrieval.similar import (
     DuplicateGroup,
     duplicates_in,
@@ -37,14 +41,61 @@ MAX_TOP_K = 100
 PIPELINE_ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 VISION_IMAGES = 3
 VISION_SIDE = 512
+NOTEBOOK_SIDE = 180
 
 
 class QueryError(ValueError):
     """The request cannot be answered as asked (empty question, unknown prefix ...)."""
 
 
+class NotFoundError(QueryError):
+    """The key, prefix or thumbnail asked for is not in the index."""
+
+
 class EmptyIndexError(RuntimeError):
     """Nothing has been indexed yet."""
+
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+RASTER_TYPES = {
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/tiff", "image/bmp",
+    "image/heic", "image/heif", "image/avif",
+}  # fmt: skip
+"""Originals are served with their own type only if it is one of these (never SVG or HTML,
+which a browser would run); anything else is a download."""
+
+
+@dataclass(frozen=True)
+class ImageDetail:
+    """Everything the index knows about one image."""
+
+    key: str
+    prefix: str
+    partition: str
+    caption: str
+    tags: list[str]
+    text: str
+    """Text read off the image."""
+    date: str
+    date_taken: str
+    last_modified: str
+    captioner: str
+    normalized_hash: str
+    url: str
+    assets: list[str] = field(default_factory=lambda: list(PIPELINE_ASSETS))
+    """The Dagster assets (of partition ``partition``) it went through."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Original:
+    """An original as the source holds it: a URL to send the user to, or its bytes."""
+
+    url: str = ""
+    data: bytes = b""
+    media_type: str = "application/octet-stream"
 
 
 class Library:
@@ -150,28 +201,29 @@ class Library:
         tags: Sequence[str] | None = None,
         date_from: date | None = None,
         date_to: date | None = None,
-        min_score: float = 0.0,
+        min_score: float | None = None,
         mode: str | None = None,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Images that match ``question``, best first. ``mode``: dense, hybrid or keyword
-        (default: ``DAM_SEARCH_MODE``)."""
+        (default: ``DAM_SEARCH_MODE``); ``min_score`` default: ``DAM_MIN_SCORE``."""
         question = _checked_question(question)
         _check_top_k(top_k)
         mode = mode or self.settings.search_mode
         if mode not in MODES:
             raise QueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
         self.require_index()
-        return search(
+        found = search(
             question,
             self.embedder,
             self.index,
             top_k=top_k,
-            filters=self.filters(prefixes, date_from, date_to, tags, min_score),
+            filters=self.filters(prefixes, date_from, date_to, tags, self._min_score(min_score)),
             mode=mode,
             keywords=self.keywords,
             url_for=self.source.url_for,
             keyword_weight=self.settings.keyword_weight,
         )
+        return self._shown(found)
 
     def ask(self, question: str, **search_options) -> Answer:
         """Search, then answer from the retrieved captions only, citing them as [S1]..[Sn];
@@ -187,8 +239,8 @@ class Library:
         image: bytes | str | Path | None = None,
         top_k: int = 5,
         prefixes: Sequence[str] | None = None,
-        min_score: float = 0.0,
-    ) -> list[Hit]:
+        min_score: float | None = None,
+    ) -> Hits:
         """Images most like an indexed one (``key``) or like a new image (bytes or a file
         path), which is normalized, captioned and embedded as the pipeline would, not
         stored."""
@@ -196,7 +248,7 @@ class Library:
             raise QueryError("Give either the key of an indexed image or an image file.")
         _check_top_k(top_k)
         self.require_index()
-        narrowed = self.filters(prefixes, min_score=min_score)
+        narrowed = self.filters(prefixes, min_score=self._min_score(min_score))
         if key is not None:
             partition = encode_prefix(partition_of(key, self.settings.partition_depth))
             found = similar_to_indexed(
@@ -208,11 +260,16 @@ class Library:
                 self.source.url_for,
             )
             if found is None:
-                raise QueryError(f"{key!r} is not in the index: check the key, or ingest it.")
-            return found
+                raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
+            return self._shown(found)
         data = image if isinstance(image, bytes) else Path(image).expanduser().read_bytes()
-        vector = vector_for_image(data, self.settings.max_side, self.captioner, self.embedder)
-        return similar_to_vector(vector, self.index, top_k, narrowed, url_for=self.source.url_for)
+        try:
+            vector = vector_for_image(data, self.settings.max_side, self.captioner, self.embedder)
+        except NormalizeError as exc:
+            raise QueryError(f"The file is not an image that can be read: {exc}.") from None
+        return self._shown(
+            similar_to_vector(vector, self.index, top_k, narrowed, url_for=self.source.url_for)
+        )
 
     def duplicates(
         self, *, prefixes: Sequence[str] | None = None, max_distance: int = 6
@@ -224,6 +281,21 @@ class Library:
         self.filters(prefixes)  # refuses unknown prefixes
         partitions = [encode_prefix(p) for p in prefixes] if prefixes else self.partitions()
         return duplicates_in(self.index, partitions, max_distance)
+
+    def _shown(self, hits: Sequence[Hit]) -> Hits:
+        """Hits that can show their thumbnails (in a notebook)."""
+        return Hits(replace(hit, thumbnail=self.thumbnail_uri) for hit in hits)
+
+    def thumbnail_uri(self, digest: str) -> str:
+        """A small thumbnail as a data URI (empty if the image is not in the store)."""
+        try:
+            data = self.thumbnail(digest, side=NOTEBOOK_SIDE)
+        except NotFoundError:
+            return ""
+        return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+    def _min_score(self, asked: float | None) -> float:
+        return self.settings.min_score if asked is None else asked
 
     def vanished_prefixes(self) -> list[str]:
         """Indexed prefixes the source no longer lists: every object under them was deleted
@@ -249,6 +321,53 @@ class Library:
         for asset in PIPELINE_ASSETS:
             manifest_path(self.settings.layout.manifests, asset, partition).unlink(missing_ok=True)
         return len(vectors)
+
+    def detail(self, key: str) -> ImageDetail:
+        """What the index holds about ``key``; ``NotFoundError`` if it is not indexed."""
+        self.require_index()
+        vid = vector_id(self.source.source_id, key)
+        partition = encode_prefix(partition_of(key, self.settings.partition_depth))
+        found = self.index.fetch([(vid, partition)])
+        if vid not in found:
+            raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
+        _, meta, _ = found[vid]
+        return ImageDetail(
+            key=str(meta.get("key", key)),
+            prefix=decode_prefix(str(meta.get("partition", partition))),
+            partition=str(meta.get("partition", partition)),
+            caption=str(meta.get("caption", "")),
+            tags=str(meta.get("tags", "")).split(),
+            text=str(meta.get("ocr_text", "")),
+            date=str(meta.get("date", "")),
+            date_taken=str(meta.get("date_taken", "")),
+            last_modified=str(meta.get("last_modified", "")),
+            captioner=str(meta.get("captioner", "")),
+            normalized_hash=str(meta.get("normalized_hash", "")),
+            url=self.source.url_for(key),
+        )
+
+    def original(self, key: str) -> Original:
+        """The original of an indexed image: a URL for a bucket (presigned or public), the
+        bytes for a folder. Only indexed keys are served, whatever the request holds."""
+        detail = self.detail(key)
+        if detail.url.startswith(("https://", "http://")):
+            return Original(url=detail.url)
+        media_type = mimetypes.guess_type(detail.key)[0] or ""
+        return Original(
+            data=self.source.read_bytes(detail.key),
+            media_type=media_type if media_type in RASTER_TYPES else "application/octet-stream",
+        )
+
+    def thumbnail(self, digest: str, side: int = 320) -> bytes:
+        """A JPEG of at most ``side`` pixels of a normalized image, by its content hash
+        (the only thing a request names: never a path)."""
+        if not DIGEST.fullmatch(digest or "") or not self.objects.has(digest):
+            raise NotFoundError("No such thumbnail.")
+        image = self.objects.open_image(digest, min_side=side)
+        image.thumbnail((side, side))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=82)
+        return out.getvalue()
 
     def thumbnails(
         self, hits: Sequence[Hit], count: int = VISION_IMAGES, side: int = VISION_SIDE

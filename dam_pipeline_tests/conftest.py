@@ -138,6 +138,13 @@ def delete(settings: Settings, keys: list[str]) -> None:
 ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 
 
+def plain(value: dg.MetadataValue):
+    """A metadata value as a test reads it; a table becomes one line per row."""
+    if isinstance(value, dg.TableMetadataValue):
+        return "\n".join(" | ".join(map(str, r.data.values())) for r in value.records)
+    return value.value
+
+
 def ingest(settings: Settings, instance: dg.DagsterInstance) -> dict[str, dict]:
     """Register the prefixes and run ingest_job for each; returns each partition's
     materialization metadata by asset."""
@@ -151,19 +158,19 @@ def ingest(settings: Settings, instance: dg.DagsterInstance) -> dict[str, dict]:
         result = job.execute_in_process(partition_key=key, instance=instance)
         assert result.success
         results[key] = {
-            asset: {k: v.value for k, v in m.metadata.items()}
+            asset: {k: plain(v) for k, v in m.metadata.items()}
             for asset in ASSETS
             for m in result.asset_materializations_for_node(asset)
         }
     return results
 
 
-def sign(text: str) -> bytes:
+def sign(text: str, width: int = 1000, ink: str = "black", paper: str = "white") -> bytes:
     """A shop sign: words only OCR can find."""
     from PIL import ImageDraw, ImageFont
 
-    image = Image.new("RGB", (1000, 320), "white")
-    ImageDraw.Draw(image).text((40, 100), text, fill="black", font=ImageFont.load_default(size=90))
+    image = Image.new("RGB", (width, 320), paper)
+    ImageDraw.Draw(image).text((40, 100), text, fill=ink, font=ImageFont.load_default(size=90))
     return jpeg_bytes(image)
 
 
@@ -183,12 +190,16 @@ def reencoded(name: str) -> bytes:
     return out.getvalue()
 
 
+HOSTILE = "posters/<img src=x onerror=alert(1)>.jpg"
+HOSTILE_TEXT = "<script>alert(1)</script>"
+"""A file name and a text in the image that a careless page would run."""
 SHARED_EXTRAS: dict[str, bytes | str] = {
     "pets & animals/chelsea copy.jpg": reencoded("chelsea"),
     "pets & animals/notes.txt": b"not an image, ignored by name",
     "pets & animals/broken.jpg": b"\xff\xd8\xff\xe0 this is not really a jpeg",
     "kitchen/coffee.jpg": dated("coffee", "2019:06:01 08:30:00"),
     "signs/shopfront.jpg": sign("ACME ROASTERS"),
+    HOSTILE: sign(HOSTILE_TEXT, width=1400, ink="white", paper="black"),
 }
 """Added to the demo library (which fills in the rest) for the shared test library."""
 CAT = "pets & animals/chelsea the cat.jpg"

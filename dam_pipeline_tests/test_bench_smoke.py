@@ -49,6 +49,8 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
             "--same-process",
             "--large-side",
             "0",  # the large-image memory bench needs minutes; make bench runs it
+            "--partitions",
+            "0",  # so does the daemon bench
         ],
         cwd=PROJECT,
         env={**os.environ, "PYTHONPATH": str(PROJECT)},
@@ -69,9 +71,11 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert result["limit"]["images"] == 3 and result["naive"]["images"] == 2
     assert set(result["ratios"]) == {"vs_limit", "vs_naive"}
     assert result["query_latency"][0]["vectors"] == 200
-    assert {"p50_ms", "p95_ms"} <= set(result["query_latency"][0])
+    assert {"p50_ms", "p95_ms", "http_p50_ms", "http_p95_ms"} <= set(result["query_latency"][0])
     quality = result["retrieval_quality"]["modes"]["dense"]
     assert quality["queries"] == 3 and 0 <= quality["recall@1"] <= quality["recall@5"] <= 1
+    halves = result["retrieval_quality"]["halves"]
+    assert halves["tuning"]["queries"] + halves["report"]["queries"] == 3
     assert result["machine"]["cores"] >= 1
     table = (out / result_file.name.replace(".json", ".md")).read_text()
     assert "end to end / limit" in table and "R@1" in table

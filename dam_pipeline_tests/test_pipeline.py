@@ -16,7 +16,7 @@ PETS = encode_prefix("pets & animals")
 
 def test_every_asset_is_materialized_with_counts(shared_library: IngestedLibrary) -> None:
     results = shared_library.results
-    assert sorted(results) == sorted(["kitchen", PETS, "signs", SPACE, "street"])
+    assert sorted(results) == sorted(["kitchen", PETS, "posters", "signs", SPACE, "street"])
     pets = results[PETS]
     assert pets["raw_images"]["seen"] == 3 and pets["raw_images"]["ignored_not_image"] == 1
     assert pets["normalized_images"]["quarantined"] == 1
@@ -44,7 +44,7 @@ def test_rematerializing_is_incremental_and_creates_no_duplicates(
     settings = shared_library.settings
     count = settings.open_vector_store().count()
     again = ingest(settings, instance)
-    assert settings.open_vector_store().count() == count == 8
+    assert settings.open_vector_store().count() == count == 9
     for stage in ("captions", "embeddings"):
         assert all(r[stage]["computed"] == 0 for r in again.values())
     assert again[PETS]["captions"]["reused"] == 2
@@ -100,6 +100,10 @@ def test_query_job_shows_the_answer_as_markdown(shared_library: IngestedLibrary,
     ]
     markdown = metadata["answer"].value
     assert "kitchen/coffee.jpg" in markdown and "data:image/jpeg;base64" in markdown
+    hits = metadata["hits"]
+    assert [c.name for c in hits.schema.columns][:3] == ["source", "key", "score"]
+    assert hits.records[0].data["key"] == "kitchen/coffee.jpg"
+    assert metadata["dagster/row_count"].value == len(hits.records) == len(output["hits"])
 
 
 def test_a_new_captioner_version_recaptions_only_what_it_affects(

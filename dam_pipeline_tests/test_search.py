@@ -112,7 +112,7 @@ def test_unknown_prefix_lists_the_known_ones(library: Settings) -> None:
         api.search("cat", prefixes=["parties"], settings=library)
     assert "'kitchen'" in str(refused.value) and "'space ✨'" in str(refused.value)
     assert api.prefixes(settings=library) == sorted(
-        ["kitchen", "pets & animals", "signs", "space ✨", "street"]
+        ["kitchen", "pets & animals", "posters", "signs", "space ✨", "street"]
     )
 
 
@@ -181,3 +181,44 @@ def test_query_job_refuses_a_bad_request_in_one_line(library: Settings) -> None:
 def test_query_job_config_refuses_unknown_choices_before_launch(library: Settings) -> None:
     with pytest.raises(dg.DagsterInvalidConfigError):
         run_query(library, {"mode": "serch", "question": "cat"})
+
+
+@pytest.mark.parametrize(
+    ("question", "subject"),
+    [
+        ("which photos show food?", "food"),
+        ("Do we have any pictures of the beach?", "beach"),
+        ("a photo of a dog", "dog"),
+        ("Is there a rocket?", "rocket"),
+        ("A man riding a horse", "A man riding a horse"),  # a description stays as written
+        ("Some people standing in a field", "Some people standing in a field"),
+        ("photos", "photos"),  # nothing would be left
+    ],
+)
+def test_the_question_is_embedded_without_the_words_that_ask_for_a_picture(
+    question: str, subject: str
+) -> None:
+    from dam_pipeline.retrieval.search import focus_question
+
+    assert focus_question(question) == subject
+
+
+def test_an_unrelated_question_is_not_answered_with_the_closest_images(library: Settings) -> None:
+    answer = api.ask("which photos show food?", settings=library)
+    assert not {hit.key for hit in answer.cited_hits} & {CAT, "space ✨/hubble deep field.jpg"}
+    assert all(hit.score >= library.min_score for hit in answer.sources if hit.matched == "dense")
+    cat = api.ask("which photo shows a cat?", settings=library)
+    assert {hit.key for hit in cat.cited_hits} & CATS
+
+
+def test_hits_and_answers_show_their_images_in_a_notebook(library: Settings) -> None:
+    hits = api.search("a cup of coffee", top_k=2, settings=library)
+    grid = hits._repr_html_()
+    assert grid.count("data:image/jpeg;base64,") == len(hits) == 2
+    assert "kitchen/coffee.jpg" in hits[0]._repr_html_()
+    assert "thumbnail" not in hits[0].to_dict()  # the data stays plain
+    answer = api.ask("which photo shows a cat?", settings=library)
+    shown = answer._repr_html_()
+    assert "<b>[S1]</b>" in shown and "data:image/jpeg;base64," in shown
+    hostile = api.search("script alert", mode="keyword", settings=library)
+    assert "<img src=x" not in hostile._repr_html_()

@@ -23,6 +23,11 @@ class Answer:
     dropped_citations: list[int] = field(default_factory=list)
     """Citations of sources that do not exist, removed from the text."""
 
+    def _repr_html_(self) -> str:
+        from dam_pipeline.display import answer_html
+
+        return answer_html(self)
+
     @property
     def cited_hits(self) -> list[Hit]:
         return [self.sources[n - 1] for n in self.cited]

@@ -7,8 +7,9 @@ unrelated images, and callers say so.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time
 from functools import cached_property
 
@@ -80,9 +81,26 @@ class Hit:
     normalized_hash: str = ""
     text: str = ""
     """Text read off the image (OCR, or the vision model's transcription)."""
+    thumbnail: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
+    """Makes a data URI of a normalized image by its hash (``Library`` sets it), so that a
+    notebook shows the image; not part of the data."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "thumbnail"}
+
+    def _repr_html_(self) -> str:
+        from dam_pipeline.display import hits_html
+
+        return hits_html([self])
+
+
+class Hits(list):
+    """A list of hits that a notebook shows as a grid of thumbnails."""
+
+    def _repr_html_(self) -> str:
+        from dam_pipeline.display import hits_html
+
+        return hits_html(self)
 
 
 def hit_from(
@@ -115,6 +133,36 @@ def _check_binding(store: VectorStore, embedder: Embedder, query_vector: np.ndar
     wanted = (embedder.fingerprint, int(query_vector.shape[0]))
     if bound is not None and bound != wanted:
         raise IncompatibleIndexError(reindex_hint(bound[0], bound[1], *wanted))
+
+
+_ASKING = (
+    r"(?:which|what|where|are|is|do|does|did|can|could|have|has|show|find|give|list|get|any|"
+    r"there|me|us|i|we|you|all|some|a|an|the|my|our|of|in|with|that|those|these)"
+)
+_MEDIUM = r"(?:photos?|images?|pictures?|pics?|shots?|snaps?|photographs?)"
+_SCAFFOLD = re.compile(
+    rf"^\s*(?:(?:{_ASKING}|{_MEDIUM})\b[\s,]*)+"  # "which photos show", "do we have any"
+    rf"(?:(?:shows?|showing|depicts?|depicting|contains?|containing|has|have|of|with)\b\s*)*",
+    re.IGNORECASE,
+)
+
+
+_ASKS = re.compile(
+    rf"\b(?:{_MEDIUM}|which|what|where|is|are|do|does|did|can|could|have|has|show|find|give|"
+    r"list|get|any|there)\b",
+    re.IGNORECASE,
+)
+
+
+def focus_question(question: str) -> str:
+    """The subject of a question, without the words that ask for a picture ("which photos
+    show", "do I have any images of"): every caption is "a photo of …", so those words match
+    all images alike and lift unrelated ones towards the top. Kept whole if nothing is left."""
+    scaffold = _SCAFFOLD.match(question)
+    if scaffold is None or not _ASKS.search(scaffold.group(0)):
+        return question  # "A man riding a horse": a description, left as written
+    subject = question[scaffold.end() :].strip(" ?!.")
+    return subject if len(subject) >= 2 else question
 
 
 def reciprocal_rank_fusion(
@@ -157,7 +205,7 @@ def search(
     dense: dict[str, tuple[float, Metadata]] = {}
     query_vector = None
     if mode in ("dense", "hybrid"):
-        query_vector = embedder.embed_query(question)
+        query_vector = embedder.embed_query(focus_question(question))
         _check_binding(store, embedder, query_vector)
         for hit in store.query(query_vector, top_k=pool, where=where):
             dense[hit.id] = (hit.score, hit.metadata)

@@ -1,0 +1,403 @@
+"""`dam serve`: the search page and its JSON API, for people who do not use Dagster.
+
+Every route calls the one ``Library`` (search, ask, similar, duplicates, detail): the page
+answers exactly as the CLI, the Python API and the Dagster query job do. The library and its
+models are opened once per process, when the app is created.
+
+The page is rendered on the server (plain forms and links: it works with the keyboard and
+without JavaScript); the JSON API under ``/api`` is what scripts use, documented at ``/docs``.
+"""
+
+import re
+import secrets
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dam_pipeline.library import EmptyIndexError, Library, NotFoundError, QueryError
+from dam_pipeline.reasoning import Answer
+from dam_pipeline.retrieval import Hit
+from dam_pipeline.settings import Settings
+from dam_pipeline.text import printable
+
+HERE = Path(__file__).resolve().parent
+TOKEN_COOKIE = "dam_token"
+OPEN_PATHS = ("/health", "/login", "/static/")
+THUMBNAIL_CACHE = "public, max-age=31536000, immutable"
+"""Thumbnails are addressed by the content hash of their image: they never change."""
+CITATION = re.compile(r"\[S(\d{1,3})\]")
+ACTIONS = ("ask", "search")
+
+
+# Query parameters (no `from __future__ import annotations` here: FastAPI reads these types)
+TopK = Annotated[int, Query(description="How many images, 1 to 100.")]
+Prefixes = Annotated[list[str] | None, Query(description="Only these prefixes.")]
+Tags = Annotated[list[str] | None, Query(description="Only images with all these tags.")]
+Day = Annotated[str | None, Query(description="YYYY-MM-DD, on the date taken.")]
+Mode = Annotated[str | None, Query(description="dense, hybrid or keyword.")]
+
+
+class UploadTooLarge(QueryError):
+    """An upload over ``DAM_UPLOAD_MAX_MB``."""
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _status_of(exc: Exception) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, UploadTooLarge):
+        return 413
+    if isinstance(exc, EmptyIndexError):
+        return 409
+    return 400
+
+
+def _day(text: str | None, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"{name} must be a date as YYYY-MM-DD, not {text!r}.") from None
+
+
+def cite_links(text: str, sources: int) -> Markup:
+    """The answer as HTML: escaped, each [Sn] a link to its image on the page."""
+
+    def link(match: re.Match) -> str:
+        number = int(match.group(1))
+        if not 1 <= number <= sources:
+            return match.group(0)
+        return f'<a class="cite" href="#hit-{number}">[S{number}]</a>'
+
+    return Markup(CITATION.sub(link, str(escape(text))).replace("\n", "<br>"))
+
+
+def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
+    """The web app over one library (opened here, once)."""
+    library = library or Library(settings)
+    token = settings.api_token.get_secret_value()
+    upload_limit = int(settings.upload_max_mb * 2**20)
+    app = FastAPI(
+        title="dam_pipeline",
+        summary="Find images by describing them; answers cite the images they come from.",
+        version="1",
+    )
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["cite_links"] = cite_links
+    templates.env.filters["printable"] = printable
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def thumbnail_url(digest: str) -> str:
+        return f"/thumbnails/{digest}.jpg" if digest else ""
+
+    def original_url(key: str) -> str:
+        return "/originals?" + urlencode({"key": key})
+
+    def hit_json(hit: Hit) -> dict[str, Any]:
+        data = hit.to_dict()
+        if not data["url"].startswith(("http://", "https://")):
+            data["url"] = original_url(hit.key)  # never a path on the server's disk
+        data["thumbnail_url"] = thumbnail_url(hit.normalized_hash)
+        data["detail_url"] = "/image?" + urlencode({"key": hit.key})
+        return data
+
+    def answer_json(answer: Answer) -> dict[str, Any]:
+        data = answer.to_dict()
+        data["hits"] = [hit_json(hit) for hit in answer.sources]
+        return data
+
+    def authorized(request: Request) -> bool:
+        if not token:
+            return True
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        given = given or request.cookies.get(TOKEN_COOKIE, "")
+        return secrets.compare_digest(given.encode(), token.encode())
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        path = request.url.path
+        if authorized(request) or path.startswith(OPEN_PATHS):
+            response = await call_next(request)
+        elif path.startswith(("/api/", "/thumbnails/", "/originals", "/openapi", "/docs")):
+            response = _error(401, "This server needs a token: send 'Authorization: Bearer …'.")
+        else:
+            response = RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.exception_handler(QueryError)
+    async def query_error(request: Request, exc: QueryError):
+        return _error(_status_of(exc), str(exc))
+
+    @app.exception_handler(EmptyIndexError)
+    async def empty_index(request: Request, exc: EmptyIndexError):
+        return _error(409, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return _error(422, f"{where}: {first.get('msg', 'invalid')}.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    # Things every route shares
+
+    def search_options(
+        top_k: int,
+        prefix: list[str] | None,
+        tag: list[str] | None,
+        date_from: str | None,
+        date_to: str | None,
+        mode: str | None,
+    ) -> dict[str, Any]:
+        return {
+            "top_k": top_k,
+            "prefixes": [p for p in prefix or () if p],
+            "tags": [t for t in tag or () if t],
+            "date_from": _day(date_from, "date_from"),
+            "date_to": _day(date_to, "date_to"),
+            "mode": mode or None,
+        }
+
+    async def read_upload(upload: UploadFile) -> bytes:
+        data = await upload.read(upload_limit + 1)
+        if len(data) > upload_limit:
+            raise UploadTooLarge(
+                f"The upload is larger than {settings.upload_max_mb:g} MB (DAM_UPLOAD_MAX_MB)."
+            )
+        if not data:
+            raise QueryError("The upload is empty: choose an image file.")
+        return data
+
+    # The JSON API
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        """Up, and whether anything is indexed (needs no token)."""
+        try:
+            library.require_index()
+            indexed = True
+        except EmptyIndexError:
+            indexed = False
+        return {"status": "ok", "indexed": indexed}
+
+    def question(
+        q: Annotated[str, Query(description="What to look for, in plain words.")] = "",
+        top_k: TopK = 10,
+        prefix: Prefixes = None,
+        tag: Tags = None,
+        date_from: Day = None,
+        date_to: Day = None,
+        mode: Mode = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The question and its search options, shared by /api/search and /api/ask."""
+        return q, search_options(top_k, prefix, tag, date_from, date_to, mode)
+
+    Question = Annotated[tuple[str, dict[str, Any]], Depends(question)]
+
+    @app.get("/api/search", tags=["api"])
+    def api_search(asked: Question) -> dict[str, Any]:
+        """Images that match the question, best first."""
+        q, options = asked
+        return {"hits": [hit_json(hit) for hit in library.search(q, **options)]}
+
+    @app.get("/api/ask", tags=["api"])
+    def api_ask(asked: Question) -> dict[str, Any]:
+        """An answer from the retrieved captions only, citing its images as [S1]..[Sn]."""
+        q, options = asked
+        return answer_json(library.ask(q, **options))
+
+    @app.get("/api/similar", tags=["api"])
+    def api_similar(key: str, top_k: TopK = 10, prefix: Prefixes = None) -> dict[str, Any]:
+        """Images most like an indexed one."""
+        hits = library.similar(key=key, top_k=top_k, prefixes=[p for p in prefix or () if p])
+        return {"hits": [hit_json(hit) for hit in hits]}
+
+    @app.post("/api/similar", tags=["api"])
+    async def api_similar_upload(
+        image: Annotated[UploadFile, File(description="An image; it is not stored.")],
+        top_k: Annotated[int, Form()] = 10,
+    ) -> dict[str, Any]:
+        """Images most like an uploaded one (normalized, captioned and embedded as the
+        pipeline would, then forgotten)."""
+        data = await read_upload(image)
+        hits = await run_in_threadpool(library.similar, image=data, top_k=top_k)
+        return {"hits": [hit_json(hit) for hit in hits]}
+
+    @app.get("/api/duplicates", tags=["api"])
+    def api_duplicates(prefix: Prefixes = None, max_distance: int = 6) -> dict[str, Any]:
+        """Groups of near-duplicate images."""
+        groups = library.duplicates(prefixes=prefix or None, max_distance=max_distance)
+        return {
+            "groups": [
+                {"keys": group.keys, "similarity": round(group.similarity, 3)} for group in groups
+            ]
+        }
+
+    @app.get("/api/prefixes", tags=["api"])
+    def api_prefixes() -> dict[str, Any]:
+        """The prefixes that hold indexed images."""
+        return {"prefixes": library.prefixes()}
+
+    @app.get("/api/image", tags=["api"])
+    def api_image(key: str) -> dict[str, Any]:
+        """Everything the index knows about one image."""
+        detail = library.detail(key).to_dict()
+        detail["thumbnail_url"] = thumbnail_url(detail["normalized_hash"])
+        if not detail["url"].startswith(("http://", "https://")):
+            detail["url"] = original_url(key)
+        return detail
+
+    @app.get("/thumbnails/{name}", tags=["files"], response_class=Response)
+    def thumbnail(name: str, request: Request) -> Response:
+        """A small JPEG of a normalized image, named by its content hash."""
+        digest = name.removesuffix(".jpg")
+        if request.headers.get("if-none-match") == f'"{digest}"':
+            return Response(status_code=304, headers={"Cache-Control": THUMBNAIL_CACHE})
+        data = library.thumbnail(digest)
+        headers = {"Cache-Control": THUMBNAIL_CACHE, "ETag": f'"{digest}"'}
+        return Response(data, media_type="image/jpeg", headers=headers)
+
+    @app.get("/originals", tags=["files"], response_class=Response)
+    def original(key: str) -> Response:
+        """The original file of an indexed image (a redirect for a bucket)."""
+        found = library.original(key)
+        if found.url:
+            return RedirectResponse(found.url, status_code=307)
+        name = quote(key.rsplit("/", 1)[-1])
+        disposition = "inline" if found.media_type.startswith("image/") else "attachment"
+        headers = {
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{name}",
+            "Content-Security-Policy": "default-src 'none'",
+        }
+        return Response(found.data, media_type=found.media_type, headers=headers)
+
+    # The page
+
+    def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        try:
+            prefixes = library.prefixes()
+        except Exception:  # the page still renders (with its error) if listing fails
+            prefixes = []
+        base = {"prefixes": prefixes, "q": "", "action": "ask", "error": "", "selected": {}}
+        return templates.TemplateResponse(
+            request, template, {**base, **context}, status_code=status
+        )
+
+    def page_error(request: Request, exc: Exception, **context: Any) -> HTMLResponse:
+        empty = isinstance(exc, EmptyIndexError)
+        return page(
+            request,
+            "results.html",
+            status=_status_of(exc),
+            error=str(exc),
+            empty_index=empty,
+            **context,
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(
+        request: Request,
+        q: str = "",
+        action: str = "ask",
+        top_k: int = 12,
+        prefix: Prefixes = None,
+        tag: str = "",
+        date_from: str = "",
+        date_to: str = "",
+        mode: str = "",
+        like: str = "",
+    ) -> HTMLResponse:
+        selected = {
+            "prefix": (prefix or [""])[0],
+            "tag": tag,
+            "date_from": date_from,
+            "date_to": date_to,
+            "mode": mode,
+        }
+        context: dict[str, Any] = {"q": q, "action": action, "selected": selected}
+        try:
+            if like:
+                hits = library.similar(key=like, top_k=top_k)
+                return page(request, "results.html", like=like, hits=hits, **context)
+            if not q.strip():
+                library.require_index()
+                return page(request, "results.html", hits=None, **context)
+            options = search_options(top_k, prefix, tag.split(), date_from, date_to, mode)
+            if action == "search":
+                hits = library.search(q, **options)
+                return page(request, "results.html", hits=hits, **context)
+            answer = library.ask(q, **options)
+            return page(request, "results.html", answer=answer, hits=answer.sources, **context)
+        except (QueryError, EmptyIndexError) as exc:
+            return page_error(request, exc, **context)
+
+    @app.post("/similar", response_class=HTMLResponse, include_in_schema=False)
+    async def similar_upload(
+        request: Request, image: Annotated[UploadFile, File()]
+    ) -> HTMLResponse:
+        try:
+            data = await read_upload(image)
+            hits = await run_in_threadpool(library.similar, image=data, top_k=12)
+        except (QueryError, EmptyIndexError) as exc:
+            return page_error(request, exc)
+        return page(request, "results.html", hits=hits, uploaded=image.filename or "your image")
+
+    @app.get("/image", response_class=HTMLResponse, include_in_schema=False)
+    def image_detail(request: Request, key: str) -> HTMLResponse:
+        try:
+            detail = library.detail(key)
+        except (QueryError, EmptyIndexError) as exc:
+            return page_error(request, exc)
+        return page(request, "detail.html", detail=detail, original=original_url(key))
+
+    @app.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
+    def duplicates_page(request: Request, max_distance: int = 6) -> HTMLResponse:
+        try:
+            groups = library.duplicates(max_distance=max_distance)
+        except (QueryError, EmptyIndexError) as exc:
+            return page_error(request, exc)
+        details = {key: library.detail(key) for group in groups for key in group.keys}
+        return page(request, "duplicates.html", groups=groups, details=details)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> HTMLResponse:
+        return page(request, "login.html", next=_local(next))
+
+    @app.post("/login", include_in_schema=False)
+    def login(
+        request: Request,
+        token_given: Annotated[str, Form(alias="token")],
+        next: Annotated[str, Form()] = "/",
+    ) -> Response:
+        if not token or not secrets.compare_digest(token_given.encode(), token.encode()):
+            return page(request, "login.html", status=401, next=_local(next), error="Wrong token.")
+        response = RedirectResponse(_local(next), status_code=303)
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    return app
+
+
+def _local(path: str) -> str:
+    """Only a path on this site (no open redirect)."""
+    return path if path.startswith("/") and not path.startswith("//") else "/"
