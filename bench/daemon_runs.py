@@ -216,6 +216,9 @@ def _measure_runs(instance, env: dict, project: Path, workspace: list, names: li
     runs = [_timing(instance, r.run_id) for r in backfill_runs()]
     records = instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in backfill_runs()]))
     last_end = max(r.end_time for r in records)
+    backfills = instance.get_backfills()
+    if backfills:  # from the backfill's creation, as the UI creates it (not the CLI's start-up)
+        started = backfills[0].backfill_timestamp
     result = {
         "partitions": len(names),
         "single_run": one,

@@ -63,6 +63,11 @@ concurrency:
 run_queue:
   dequeue_interval_seconds: 1
   dequeue_use_threads: true
+# A backfill submits its runs from several threads: submitting one is a round trip to the
+# code location, and one at a time kept the two ingest slots half empty.
+backfills:
+  use_threads: true
+  num_submit_workers: 4
 # A run whose worker process died (killed, out of memory) is marked failed by the daemon
 # instead of holding the queue forever: the launcher checks the worker's process id.
 run_launcher:

