@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs still record every event for the UI; the terminal shows only warnings."""
 
-DAGSTER_YAML = """# Written by `dam init-home`.
+DAGSTER_YAML_HEADER = "# Written by `dam init-home`."
+DAGSTER_YAML = f"""{DAGSTER_YAML_HEADER}
 telemetry:
   enabled: false
 # Queries and re-syncs never wait behind ingestion: runs go side by side, at most two
@@ -88,6 +89,16 @@ def ensure_dagster_home(settings: Settings) -> Path:
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
+    else:
+        current = config.read_text(errors="replace")
+        if current.startswith(DAGSTER_YAML_HEADER) and current != DAGSTER_YAML:
+            # ours, from an older version (e.g. one run at a time, no run monitoring): upgrade
+            # it and keep the old one beside it; a dagster.yaml the user wrote is left alone
+            config.with_name("dagster.yaml.previous").write_text(current)
+            config.write_text(DAGSTER_YAML)
+            logging.getLogger("dam_pipeline").info(
+                "Updated %s (the previous one is dagster.yaml.previous)", config
+            )
     os.environ.setdefault("DAGSTER_HOME", str(home))
     return home
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,27 @@ def test_help_is_plain_text_with_a_line_per_command(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["search", "--help"])
     assert "--prefix" in capsys.readouterr().out
+
+
+def test_init_home_upgrades_its_own_old_dagster_yaml_and_leaves_yours(
+    settings: Settings, monkeypatch
+) -> None:
+    import dagster as dg
+
+    from dam_pipeline.cli import DAGSTER_YAML, ensure_dagster_home
+
+    home = Path(settings.dagster_home)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home.mkdir(parents=True, exist_ok=True)
+    old = "# Written by `dam init-home`. One writer.\nrun_queue:\n  max_concurrent_runs: 1\n"
+    (home / "dagster.yaml").write_text(old)
+    ensure_dagster_home(settings)
+    assert (home / "dagster.yaml").read_text() == DAGSTER_YAML
+    assert (home / "dagster.yaml.previous").read_text() == old
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 10
+
+    mine = "telemetry:\n  enabled: false\n"
+    (home / "dagster.yaml").write_text(mine)
+    ensure_dagster_home(settings)
+    assert (home / "dagster.yaml").read_text() == mine
