@@ -4,16 +4,21 @@ driven by Playwright)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from dam_pipeline.library import Library
 from dam_pipeline.settings import Settings
 from dam_pipeline.web import create_app
-from dam_pipeline.web.server import running
+from dam_pipeline.web.server import free_port, running
 from dam_pipeline_tests.conftest import (
     CAT,
     CAT_COPY,
@@ -234,8 +239,6 @@ def test_the_page_in_a_real_browser(server: str, tmp_path: Path) -> None:
 def test_an_unreachable_llm_is_said_and_the_images_still_shown(
     shared_library: IngestedLibrary, library: Library
 ) -> None:
-    from dam_pipeline.web.server import free_port
-
     offline = shared_library.settings.replace(
         reasoner="openai",
         reasoner_base_url=f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
@@ -254,3 +257,26 @@ def test_an_unreachable_llm_is_said_and_the_images_still_shown(
     assert body["error"] and body["hits"]
     page = client.get("/", params={"q": "which photo shows a cat?"})
     assert "The language model could not answer" in page.text and 'id="hit-1"' in page.text
+
+
+def test_dam_serve_starts_the_app_on_the_port_asked(shared_library: IngestedLibrary) -> None:
+    port = free_port()
+    env = {**os.environ, "DAM_DATA_DIR": str(shared_library.settings.data_dir)}
+    dam = Path(sys.executable).parent / "dam"
+    server = subprocess.Popen(
+        [dam, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "dam serve died"
+                time.sleep(0.2)
+        assert health == {"status": "ok", "indexed": True}
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out
