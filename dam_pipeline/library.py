@@ -375,12 +375,10 @@ class Library:
         """Source number -> small JPEG of the normalized image (for vision reasoning)."""
         images = {}
         for number, hit in enumerate(hits[:count], start=1):
-            if self.objects.has(hit.normalized_hash):
-                image = self.objects.open_image(hit.normalized_hash, min_side=side)
-                image.thumbnail((side, side))
-                out = io.BytesIO()
-                image.save(out, format="JPEG", quality=80)
-                images[number] = out.getvalue()
+            try:
+                images[number] = self.thumbnail(hit.normalized_hash, side=side)
+            except NotFoundError:
+                continue  # its normalized image is gone: the reasoner reads the caption only
         return images
 
 

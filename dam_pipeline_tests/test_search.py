@@ -222,3 +222,15 @@ def test_hits_and_answers_show_their_images_in_a_notebook(library: Settings) -> 
     assert "<b>[S1]</b>" in shown and "data:image/jpeg;base64," in shown
     hostile = api.search("script alert", mode="keyword", settings=library)
     assert "<img src=x" not in hostile._repr_html_()
+
+
+def test_a_vision_reasoner_gets_small_jpegs_of_the_top_images(library: Settings) -> None:
+    from dataclasses import replace
+
+    from dam_pipeline.library import Library
+
+    opened = Library(library)
+    hits = opened.search("a cup of coffee", top_k=2)
+    gone = replace(hits[1], normalized_hash="0" * 64)  # its normalized image was removed
+    images = opened.thumbnails([hits[0], gone], side=64)
+    assert set(images) == {1} and images[1][:2] == b"\xff\xd8"
