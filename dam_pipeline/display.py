@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,8 +37,21 @@ def hits_html(hits: Sequence[Hit]) -> str:
     return "<div>" + "".join(_card(hit) for hit in hits) + "</div>"
 
 
+CITATION = re.compile(r"\[S(\d{1,3})\]")
+
+
+def answer_text_html(text: str, sources: int, cite: Callable[[int], str]) -> str:
+    """An answer as HTML: escaped, line breaks kept, and each citation of an existing
+    source [Sn] rendered by ``cite(n)`` (a link on the web page, bold in a notebook)."""
+
+    def render(match: re.Match) -> str:
+        number = int(match.group(1))
+        return cite(number) if 1 <= number <= sources else match.group(0)
+
+    return CITATION.sub(render, html.escape(text)).replace("\n", "<br>")
+
+
 def answer_html(answer: Answer) -> str:
-    text = html.escape(answer.text).replace("\n", "<br>")
-    text = re.sub(r"\[S(\d+)\]", r"<b>[S\1]</b>", text)
+    text = answer_text_html(answer.text, len(answer.sources), lambda n: f"<b>[S{n}]</b>")
     cards = "".join(_card(hit, f"S{n}") for n, hit in enumerate(answer.sources, start=1))
     return f"<p>{text}</p><div>{cards}</div>"

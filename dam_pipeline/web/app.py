@@ -8,7 +8,6 @@ The page is rendered on the server (plain forms and links: it works with the key
 without JavaScript); the JSON API under ``/api`` is what scripts use, documented at ``/docs``.
 """
 
-import re
 import secrets
 from datetime import date
 from pathlib import Path
@@ -20,10 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dam_pipeline.display import answer_text_html
 from dam_pipeline.library import EmptyIndexError, Library, NotFoundError, QueryError
 from dam_pipeline.reasoning import Answer
 from dam_pipeline.retrieval import Hit
@@ -35,7 +35,6 @@ TOKEN_COOKIE = "dam_token"
 OPEN_PATHS = ("/health", "/login", "/static/")
 THUMBNAIL_CACHE = "public, max-age=31536000, immutable"
 """Thumbnails are addressed by the content hash of their image: they never change."""
-CITATION = re.compile(r"\[S(\d{1,3})\]")
 ACTIONS = ("ask", "search")
 
 
@@ -76,14 +75,9 @@ def _day(text: str | None, name: str) -> date | None:
 
 def cite_links(text: str, sources: int) -> Markup:
     """The answer as HTML: escaped, each [Sn] a link to its image on the page."""
-
-    def link(match: re.Match) -> str:
-        number = int(match.group(1))
-        if not 1 <= number <= sources:
-            return match.group(0)
-        return f'<a class="cite" href="#hit-{number}">[S{number}]</a>'
-
-    return Markup(CITATION.sub(link, str(escape(text))).replace("\n", "<br>"))
+    return Markup(
+        answer_text_html(text, sources, lambda n: f'<a class="cite" href="#hit-{n}">[S{n}]</a>')
+    )
 
 
 def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
