@@ -41,6 +41,20 @@ def _env(settings: Settings) -> dict[str, str]:
     }
 
 
+def dagster_cli(env: dict[str, str], *args: str) -> None:
+    """The `dagster` command as a user types it, against this instance."""
+    done = subprocess.run(
+        [BIN / "dagster", *args],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def wait_for(what: str, check, log: Path, seconds: float = WAIT_SECONDS):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -65,16 +79,7 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     ensure_dagster_home(s3_settings)
     workspace = ["-w", str(PROJECT / "workspace.yaml")]
-    started = subprocess.run(
-        [BIN / "dagster", "sensor", "start", "upload_sensor", *workspace],
-        env=env,
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert started.returncode == 0, started.stderr
+    dagster_cli(env, "sensor", "start", "upload_sensor", *workspace)
     log_path = s3_settings.data_dir / "daemon.log"
     log = log_path.open("w")
     daemon = subprocess.Popen(
@@ -122,25 +127,9 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
                 log_path,
             )
             config = '{"ops": {"answer_question": {"config": {"mode": "search"}}}}'
-            launched = subprocess.run(
-                [
-                    BIN / "dagster",
-                    "job",
-                    "launch",
-                    *workspace,
-                    "-j",
-                    "query_job",
-                    "--config-json",
-                    config,
-                ],
-                env=env,
-                cwd=PROJECT,
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
+            dagster_cli(
+                env, "job", "launch", *workspace, "-j", "query_job", "--config-json", config
             )
-            assert launched.returncode == 0, launched.stderr
             query = wait_for(
                 "the query run finished",
                 lambda: [
