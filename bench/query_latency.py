@@ -21,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dam_pipeline.embedding import build_embedder
-from dam_pipeline.retrieval import Filters, KeywordIndex, search
+from dam_pipeline.retrieval import Filters, search
+from dam_pipeline.retrieval.keyword_index import SqliteKeywordIndex
 from dam_pipeline.settings import Settings
 from dam_pipeline.vector_stores import ChromaVectorStore, VectorRecord
 
@@ -94,7 +95,7 @@ def measure(count: int, repeats: int = 60) -> dict:
         settings = Settings(data_dir=Path(tmp), min_score=-1.0)
         store = ChromaVectorStore(settings.collection, path=settings.chroma_path)
         fill(store, count, dimension, embedder.fingerprint)
-        KeywordIndex(settings.layout.keywords)  # the app checks that the index exists
+        SqliteKeywordIndex(settings.layout.keywords)  # the app checks that the index exists
         for query in QUERIES:  # warm: model, index pages, caches
             search(query, embedder, store, top_k=10, mode="dense")
         timings = []

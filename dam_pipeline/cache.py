@@ -2,8 +2,11 @@
 
 Captions are keyed by (captioner fingerprint, normalized image hash) and vectors by
 (embedder fingerprint, text hash), so identical bytes under two keys, or in two partitions,
-are computed once, and a re-run of an unchanged library calls no model at all. SQLite in
-WAL mode lets several run workers share it.
+are computed once, and a re-run of an unchanged library calls no model at all.
+
+Two implementations: SQLite in WAL mode in the data directory (run workers of one machine
+share it) and Postgres (``DAM_STATE_URL``: workers on many machines share it). Rows are
+keyed by content, so two workers writing the same row write the same value.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dam_pipeline.postgres import PostgresDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS captions (
@@ -30,7 +36,19 @@ CREATE TABLE IF NOT EXISTS vectors (
 _CHUNK = 500
 
 
-class ContentCache:
+class ContentCache(Protocol):
+    def get_captions(
+        self, captioner: str, image_hashes: Iterable[str]
+    ) -> dict[str, dict[str, Any]]: ...
+
+    def put_captions(self, captioner: str, captions: dict[str, dict[str, Any]]) -> None: ...
+
+    def get_vectors(self, embedder: str, input_hashes: Iterable[str]) -> dict[str, np.ndarray]: ...
+
+    def put_vectors(self, embedder: str, vectors: dict[str, np.ndarray]) -> None: ...
+
+
+class SqliteContentCache:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,3 +106,67 @@ class ContentCache:
             "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
             [(embedder, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()],
         )
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dam_caption_cache (
+    captioner TEXT NOT NULL, image_hash TEXT NOT NULL, payload JSONB NOT NULL,
+    PRIMARY KEY (captioner, image_hash)
+);
+CREATE TABLE IF NOT EXISTS dam_vector_cache (
+    embedder TEXT NOT NULL, input_hash TEXT NOT NULL, vector BYTEA NOT NULL,
+    PRIMARY KEY (embedder, input_hash)
+);
+"""
+
+
+class PostgresContentCache:
+    """The same cache in Postgres: every worker of every machine reuses what any computed."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        db.ensure_schema("content_cache", _PG_SCHEMA)
+
+    def get_captions(
+        self, captioner: str, image_hashes: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                "SELECT image_hash, payload FROM dam_caption_cache "
+                "WHERE captioner = %s AND image_hash = ANY(%s)",
+                (captioner, list(dict.fromkeys(image_hashes))),
+            )
+            return dict(cursor.fetchall())
+
+    def put_captions(self, captioner: str, captions: dict[str, dict[str, Any]]) -> None:
+        rows = [(captioner, h, json.dumps(payload)) for h, payload in captions.items()]
+        self._insert(
+            "INSERT INTO dam_caption_cache VALUES (%s, %s, %s::jsonb) "
+            "ON CONFLICT (captioner, image_hash) DO UPDATE SET payload = EXCLUDED.payload",
+            rows,
+        )
+
+    def get_vectors(self, embedder: str, input_hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                "SELECT input_hash, vector FROM dam_vector_cache "
+                "WHERE embedder = %s AND input_hash = ANY(%s)",
+                (embedder, list(dict.fromkeys(input_hashes))),
+            )
+            return {h: np.frombuffer(bytes(blob), dtype=np.float32) for h, blob in cursor}
+
+    def put_vectors(self, embedder: str, vectors: dict[str, np.ndarray]) -> None:
+        rows = [
+            (embedder, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()
+        ]
+        self._insert(
+            "INSERT INTO dam_vector_cache VALUES (%s, %s, %s) "
+            "ON CONFLICT (embedder, input_hash) DO UPDATE SET vector = EXCLUDED.vector",
+            rows,
+        )
+
+    def _insert(self, sql: str, rows: list[tuple]) -> None:
+        """One transaction per batch, sent pipelined (psycopg's ``executemany``)."""
+        if rows:
+            with self.db.transaction() as cursor:
+                cursor.executemany(sql, rows)

@@ -81,21 +81,46 @@ run_monitoring:
 """
 
 
-def ensure_dagster_home(settings: Settings) -> Path:
+POSTGRES_STORAGE = """# Runs, event logs and schedules in Postgres: every machine of a deployment
+# sees the same runs and queue (README: "Scaling out").
+storage:
+  postgres:
+    postgres_url: {url}
+"""
+
+
+def dagster_yaml(settings: Settings, postgres_url: str = "") -> str:
+    """The instance configuration `dam init-home` writes: SQLite in DAGSTER_HOME, or with
+    ``--postgres URL`` (or ``DAGSTER_PG_URL``) Postgres. dagster-postgres speaks psycopg2,
+    while SQLAlchemy now reads a bare ``postgresql://`` as psycopg 3: the driver is named."""
+    url = postgres_url or settings.dagster_pg_url.get_secret_value()
+    if not url:
+        return DAGSTER_YAML
+    scheme, _, rest = url.partition("://")
+    url = f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else url
+    return DAGSTER_YAML + POSTGRES_STORAGE.format(url=json.dumps(url))
+
+
+def ensure_dagster_home(settings: Settings, postgres_url: str = "") -> Path:
     """The instance folder (``DAGSTER_HOME``, else in the data directory), so that `dam`,
     `make dev` and the daemon all use the same instance."""
     home = Path(settings.dagster_home or settings.layout.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
+    wanted = dagster_yaml(settings, postgres_url)
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        config.write_text(wanted)
+        config.chmod(0o600)  # it may hold the database URL
     else:
         current = config.read_text(errors="replace")
-        if current.startswith(DAGSTER_YAML_HEADER) and current != DAGSTER_YAML:
+        # a Postgres URL given once with --postgres stays until another is given
+        keeps_postgres = "postgres_url:" in current and "postgres_url:" not in wanted
+        if current.startswith(DAGSTER_YAML_HEADER) and current != wanted and not keeps_postgres:
             # ours, from an older version (e.g. one run at a time, no run monitoring): upgrade
             # it and keep the old one beside it; a dagster.yaml the user wrote is left alone
             config.with_name("dagster.yaml.previous").write_text(current)
-            config.write_text(DAGSTER_YAML)
+            config.write_text(wanted)
+            config.chmod(0o600)
             logging.getLogger("dam_pipeline").info(
                 "Updated %s (the previous one is dagster.yaml.previous)", config
             )
@@ -317,8 +342,12 @@ def cmd_reset_index(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_init_home(settings: Settings, _: argparse.Namespace) -> int:
-    print(ensure_dagster_home(settings))
+def cmd_init_home(settings: Settings, args: argparse.Namespace) -> int:
+    postgres = args.postgres or ""
+    if postgres and not postgres.startswith(("postgresql://", "postgres://")):
+        print(f"dam: --postgres wants a postgresql:// URL, not {postgres!r}.", file=sys.stderr)
+        return 2
+    print(ensure_dagster_home(settings, postgres))
     return 0
 
 
@@ -448,7 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_serve, "the search page and its JSON API")
     serve.add_argument("--host", help="address to listen on (default DAM_SERVE_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default DAM_SERVE_PORT, 8000)")
-    command("init-home", cmd_init_home, "create the Dagster instance folder; print its path")
+    init_home = command(
+        "init-home", cmd_init_home, "create the Dagster instance folder; print its path"
+    )
+    init_home.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="keep runs, events and schedules in this Postgres (several machines; "
+        "default: DAGSTER_PG_URL)",
+    )
     return parser
 
 

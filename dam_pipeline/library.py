@@ -22,7 +22,6 @@ from dam_pipeline.captioning import Captioner
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import NormalizeError, ObjectStore
 from dam_pipeline.keys import decode_prefix, encode_prefix, vector_id
-from dam_pipeline.manifests import manifest_path
 from dam_pipeline.reasoning import Answer, Reasoner
 from dam_pipeline.retrieval import MODES, Filters, Hit, Hits, KeywordIndex, search
 from dam_pipeline.retrieval.similar import (
@@ -35,6 +34,7 @@ from dam_pipeline.retrieval.similar import (
 from dam_pipeline.settings import Settings
 from dam_pipeline.sources import Source
 from dam_pipeline.sources.base import partition_of
+from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
 
 MAX_TOP_K = 100
@@ -141,13 +141,16 @@ class Library:
         return self._given["reasoner"] or self.settings.build_reasoner()
 
     @cached_property
+    def state(self) -> PipelineState:
+        return self.settings.open_state()
+
+    @cached_property
     def objects(self) -> ObjectStore:
-        return ObjectStore(self.settings.layout.objects)
+        return self.state.objects
 
     @cached_property
     def keywords(self) -> KeywordIndex | None:
-        path = self.settings.layout.keywords
-        return KeywordIndex(path) if path.exists() else None
+        return self.state.keyword_index(create=False)
 
     # What the library holds
 
@@ -319,7 +322,7 @@ class Library:
         if self.keywords is not None:
             self.keywords.delete(sorted(self.keywords.ids(partition)))
         for asset in PIPELINE_ASSETS:
-            manifest_path(self.settings.layout.manifests, asset, partition).unlink(missing_ok=True)
+            self.state.manifests.delete(asset, partition)
         return len(vectors)
 
     def detail(self, key: str) -> ImageDetail:

@@ -15,7 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+if TYPE_CHECKING:
+    from dam_pipeline.postgres import PostgresDatabase
 
 Status = Literal["ok", "quarantined", "failed"]
 """ok: processed; quarantined: bad input, with its reason; failed: a provider error, retried
@@ -164,16 +167,33 @@ def _decode(row: dict[str, Any]) -> Any:
     return cls(**row)
 
 
+def encode_manifest(manifest: Manifest) -> str:
+    """JSON lines: a header with the summary, then one record per line."""
+    header = {"format": Manifest.FORMAT_VERSION, "summary": manifest.summary}
+    lines = [json.dumps(header, ensure_ascii=False)]
+    lines += [json.dumps(_encode(record), ensure_ascii=False) for record in manifest.records]
+    return "\n".join(lines) + "\n"
+
+
+def decode_manifest(text: str, where: str = "the manifest") -> Manifest:
+    lines = iter(text.splitlines())
+    header = json.loads(next(lines))
+    if header.get("format") != Manifest.FORMAT_VERSION:
+        raise ValueError(
+            f"{where} was written by another version of dam_pipeline; "
+            "re-materialize the asset to rewrite it"
+        )
+    records = [_decode(json.loads(line)) for line in lines if line.strip()]
+    return Manifest(records=records, summary=header.get("summary", {}))
+
+
 def write_manifest(path: Path, manifest: Manifest) -> None:
     """Write as JSON lines, atomically: a killed run never leaves half a manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            header = {"format": Manifest.FORMAT_VERSION, "summary": manifest.summary}
-            out.write(json.dumps(header, ensure_ascii=False) + "\n")
-            for record in manifest.records:
-                out.write(json.dumps(_encode(record), ensure_ascii=False) + "\n")
+            out.write(encode_manifest(manifest))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -181,15 +201,7 @@ def write_manifest(path: Path, manifest: Manifest) -> None:
 
 
 def read_manifest(path: Path) -> Manifest:
-    with path.open(encoding="utf-8") as lines:
-        header = json.loads(next(lines))
-        if header.get("format") != Manifest.FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was written by another version of dam_pipeline; "
-                "re-materialize the asset to rewrite it"
-            )
-        records = [_decode(json.loads(line)) for line in lines if line.strip()]
-    return Manifest(records=records, summary=header.get("summary", {}))
+    return decode_manifest(path.read_text(encoding="utf-8"), str(path))
 
 
 def manifest_path(root: Path, asset: str, partition_key: str) -> Path:
@@ -206,5 +218,89 @@ def read_manifest_if_exists(path: Path) -> Manifest | None:
     """The previous manifest, or None; an unreadable one is treated as absent (recomputed)."""
     try:
         return read_manifest(path)
-    except (FileNotFoundError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return None
+    except (FileNotFoundError, ValueError, KeyError, TypeError, StopIteration):
+        return None  # json.JSONDecodeError is a ValueError
+
+
+class ManifestStore(Protocol):
+    """Where each asset's manifest per partition is kept: the record incremental runs read."""
+
+    def read(self, asset: str, partition_key: str) -> Manifest | None:
+        """The last manifest written, or None (never written, or unreadable: recomputed)."""
+        ...
+
+    def write(self, asset: str, partition_key: str, manifest: Manifest) -> str:
+        """Replace it atomically; returns where it is, for the run's metadata."""
+        ...
+
+    def delete(self, asset: str, partition_key: str) -> None: ...
+
+
+class FolderManifestStore:
+    """JSON lines under ``<data_dir>/manifests/<asset>/<partition>.jsonl``: readable by people."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def read(self, asset: str, partition_key: str) -> Manifest | None:
+        return read_manifest_if_exists(manifest_path(self.root, asset, partition_key))
+
+    def write(self, asset: str, partition_key: str, manifest: Manifest) -> str:
+        path = manifest_path(self.root, asset, partition_key)
+        write_manifest(path, manifest)
+        return str(path)
+
+    def delete(self, asset: str, partition_key: str) -> None:
+        manifest_path(self.root, asset, partition_key).unlink(missing_ok=True)
+
+
+_MANIFEST_TABLE = """
+CREATE TABLE IF NOT EXISTS dam_manifests (
+    asset TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    body TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    written_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (asset, partition_key)
+);
+"""
+
+
+class PostgresManifestStore:
+    """One row per (asset, partition) holding the same JSON lines as the folder store; a
+    write replaces the row in one statement, so a reader never sees half a manifest."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        db.ensure_schema("manifests", _MANIFEST_TABLE)
+
+    def read(self, asset: str, partition_key: str) -> Manifest | None:
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                "SELECT body FROM dam_manifests WHERE asset = %s AND partition_key = %s",
+                (asset, partition_key),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        try:
+            return decode_manifest(row[0], f"the {asset} manifest of {partition_key}")
+        except (ValueError, KeyError, TypeError, StopIteration):
+            return None
+
+    def write(self, asset: str, partition_key: str, manifest: Manifest) -> str:
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO dam_manifests (asset, partition_key, body, records) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (asset, partition_key) DO UPDATE SET "
+                "body = EXCLUDED.body, records = EXCLUDED.records, written_at = now()",
+                (asset, partition_key, encode_manifest(manifest), len(manifest)),
+            )
+        return f"postgres:dam_manifests/{asset}/{partition_key}"
+
+    def delete(self, asset: str, partition_key: str) -> None:
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM dam_manifests WHERE asset = %s AND partition_key = %s",
+                (asset, partition_key),
+            )

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from dam_pipeline.embedding import Embedder
     from dam_pipeline.reasoning import Reasoner
     from dam_pipeline.sources import Source
+    from dam_pipeline.state import PipelineState
     from dam_pipeline.vector_stores import VectorStore
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -38,7 +39,7 @@ ENV_PREFIX = "DAM_"
 
 CaptionerName = Literal["local", "groq", "openai"]
 EmbedderName = Literal["sentence-transformers", "bedrock-titan"]
-VectorStoreName = Literal["chroma", "pinecone"]
+VectorStoreName = Literal["chroma", "pinecone", "pgvector"]
 ReasonerName = Literal["extractive", "groq", "openai"]
 SearchMode = Literal["dense", "hybrid", "keyword"]
 OcrMode = Literal["auto", "always", "off"]
@@ -150,7 +151,21 @@ class Settings(BaseSettings):
     pinecone_host: str = Field(default="", validation_alias=_env("PINECONE_HOST"))
     pinecone_index_name: str = Field(default="", validation_alias=_env("PINECONE_INDEX_NAME"))
     pinecone_namespace: str = Field(default="", validation_alias=_env("PINECONE_NAMESPACE"))
+    pgvector_url: SecretStr = SecretStr("")
+    """Postgres with the pgvector extension; default: ``DAM_STATE_URL``."""
     max_delete_share: Share = 0.5
+
+    # Shared state, for runs on several machines (README: "Scaling out")
+    state_url: SecretStr = SecretStr("")
+    """``postgresql://…``: manifests, the model-output cache and the keyword index live in
+    Postgres instead of the data directory."""
+    object_store: str = ""
+    """``s3://bucket/prefix``: where normalized images live instead of ``<data_dir>/objects``."""
+    dagster_pg_url: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("DAGSTER_PG_URL")
+    )
+    """``postgresql://…``: `dam init-home` puts the Dagster instance (runs, events, schedules)
+    in Postgres, so every machine sees the same runs."""
 
     # Search and answers
     search_mode: SearchMode = "dense"
@@ -201,7 +216,56 @@ class Settings(BaseSettings):
             object.__setattr__(self, "chroma_path", DataLayout(data_dir).chroma)
         if self.dagster_home is None:
             object.__setattr__(self, "dagster_home", DataLayout(data_dir).dagster_home)
+        self._check_shared_profile()
         return self
+
+    def _check_shared_profile(self) -> None:
+        for name, url in (
+            ("DAM_STATE_URL", self.state_url),
+            ("DAM_PGVECTOR_URL", self.pgvector_url),
+            ("DAGSTER_PG_URL", self.dagster_pg_url),
+        ):
+            value = url.get_secret_value()
+            if value and not value.startswith(("postgresql://", "postgres://")):
+                raise ValueError(f"{name} must be a postgresql:// URL. Fix it or unset it.")
+        if self.object_store and not self.object_store.startswith("s3://"):
+            raise ValueError(
+                f"DAM_OBJECT_STORE={self.object_store!r} is not valid: expected "
+                "s3://bucket/prefix. Fix it or unset it."
+            )
+        if self.vector_store == "pgvector" and not self.pgvector_database_url:
+            raise ValueError(
+                "DAM_VECTOR_STORE=pgvector needs a database: set DAM_PGVECTOR_URL "
+                "(or DAM_STATE_URL) to a postgresql:// URL."
+            )
+        if self.state_url.get_secret_value() and self.embedded_index:
+            raise ValueError(
+                "DAM_STATE_URL shares the pipeline state between machines, but the vector index "
+                "is a Chroma folder on this one: set DAM_VECTOR_STORE=pgvector (or DAM_CHROMA_URL, "
+                "or Pinecone)."
+            )
+
+    @property
+    def pgvector_database_url(self) -> str:
+        return self.pgvector_url.get_secret_value() or self.state_url.get_secret_value()
+
+    def open_state(self, s3_client: Any = None) -> PipelineState:
+        """Where manifests, the cache, the keyword index and normalized images live."""
+        from dam_pipeline.sources import s3_client_from_env
+        from dam_pipeline.state import PipelineState
+
+        if self.object_store and s3_client is None:
+            s3_client = s3_client_from_env(self.s3_endpoint_url, self.aws_region)
+        layout = self.layout
+        return PipelineState(
+            manifests_dir=layout.manifests,
+            objects_dir=layout.objects,
+            cache_file=layout.cache,
+            keywords_file=layout.keywords,
+            state_url=self.state_url.get_secret_value(),
+            object_store_url=self.object_store,
+            s3_client=s3_client,
+        )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -302,6 +366,7 @@ class Settings(BaseSettings):
             pinecone_host=self.pinecone_host,
             pinecone_index_name=self.pinecone_index_name,
             namespace=self.pinecone_namespace,
+            pgvector_url=self.pgvector_database_url,
         )
 
     @property
@@ -344,6 +409,8 @@ def _variables_of(field_name: str) -> list[str]:
 def _explain(error: ValidationError) -> str:
     """The first problem as one line: which variable, what it was, what it accepts."""
     problem = error.errors()[0]
+    if not problem["loc"]:  # a check across settings: its message names them
+        return str(problem["msg"]).removeprefix("Value error, ")
     field_name = str(problem["loc"][0]) if problem["loc"] else ""
     names = _variables_of(field_name) if field_name in Settings.model_fields else [field_name]
     value = problem.get("input")

@@ -79,6 +79,29 @@ def s3_endpoint() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> Iterator[str]:
+    """A real Postgres 16 with pgvector on 127.0.0.1, for the session (see servers.py)."""
+    from dam_pipeline_tests.servers import postgres_server
+
+    with postgres_server(tmp_path_factory.mktemp("postgres") / "data") as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(postgres_url: str, request) -> str:
+    """A new, empty database on that server for one test."""
+    import re
+    import uuid
+
+    import psycopg
+
+    name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + uuid.uuid4().hex[:8]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture
 def s3_settings(settings: Settings, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request):
     """Settings whose source is a fresh bucket on the moto server, with a root prefix."""
@@ -106,6 +129,19 @@ def s3_client(settings: Settings):
     import boto3
 
     return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1")
+
+
+def moto_client(endpoint: str):
+    """A client of the moto server with its test credentials, whatever the environment."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def upload(settings: Settings, files: dict[str, bytes | str]) -> None:

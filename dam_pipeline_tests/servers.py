@@ -158,3 +158,42 @@ def chroma_server(path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def postgres_server(path: Path) -> Iterator[str]:
+    """A real Postgres 16 with pgvector (the binaries of the PyPI package ``pgserver``),
+    listening on 127.0.0.1 with a free port, its data in ``path``. As root it runs as the
+    ``pgserver`` system user (Postgres refuses root), as pgserver itself does."""
+    import os
+
+    from pgserver._commands import POSTGRES_BIN_PATH, initdb, pg_ctl
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    user = None
+    if os.geteuid() == 0:
+        import pwd
+        import stat
+
+        from pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        user = "pgserver"
+        ensure_user_exists(user)
+        ensure_prefix_permissions(path)
+        readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, readable)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        os.chown(path, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+    initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=path, user=user)
+    port = free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {path} -c max_connections=400 -c fsync=off"
+    pg_ctl(["-w", "-o", options, "-l", str(path / "log"), "start"], pgdata=path, user=user)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user, timeout=60)

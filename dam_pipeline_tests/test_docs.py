@@ -160,3 +160,24 @@ def test_env_example_values_are_the_defaults(monkeypatch, tmp_path) -> None:
         with monkeypatch.context() as env:
             env.setenv(name, value)
             assert Settings() == default, f"{name}={value} in .env.example is not the default"
+
+
+def test_every_dotenv_block_names_real_settings_with_valid_values(monkeypatch) -> None:
+    """The configuration examples (S3, MinIO, Supabase, scaling out) are what Settings reads."""
+    known = set(Settings.variables())
+    examples = blocks("dotenv")
+    assert any("DAM_STATE_URL" in body for body in examples)
+    for body in examples:
+        pairs = [
+            line.split("=", 1)
+            for line in body.splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        assert {name for name, _ in pairs} <= known, body
+        with monkeypatch.context() as env:
+            for name in known:
+                env.delenv(name, raising=False)
+            for name, value in pairs:
+                if value != "...":
+                    env.setenv(name, value)
+            Settings.from_env()  # raises SettingsError, naming the variable, if one is wrong

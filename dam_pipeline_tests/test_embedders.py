@@ -44,8 +44,7 @@ def bedrock(monkeypatch):
 
 
 def test_titan_sends_the_image_and_output_length(bedrock, tmp_path) -> None:
-    image = tmp_path / "a.jpg"
-    image.write_bytes(b"\xff\xd8 not decoded by the client")
+    image = b"\xff\xd8 not decoded by the client"
     embedder = TitanMultimodalEmbedder(dimension=384, region="us-east-1", endpoint_url=bedrock.url)
     (vector,) = embedder.embed_images([image])
     assert vector.shape == (384,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
@@ -54,7 +53,7 @@ def test_titan_sends_the_image_and_output_length(bedrock, tmp_path) -> None:
     assert request["method"] == "POST"
     assert request["path"] == "/model/amazon.titan-embed-image-v1/invoke"
     assert request["headers"]["Authorization"].startswith("AWS4-HMAC-SHA256")  # signed by boto3
-    assert base64.b64decode(request["body"]["inputImage"]) == image.read_bytes()
+    assert base64.b64decode(request["body"]["inputImage"]) == image
     assert request["body"]["embeddingConfig"] == {"outputEmbeddingLength": 384}
 
     query = embedder.embed_query("a red car")

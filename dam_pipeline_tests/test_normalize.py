@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dam_pipeline.imaging import NormalizeError, ObjectStore, normalize_image
+from dam_pipeline.imaging import FolderObjectStore, NormalizeError, normalize_image
 from dam_pipeline_tests.conftest import jpeg_bytes, photo
 
 
@@ -77,7 +77,7 @@ def test_decompression_bomb_limit_is_enforced() -> None:
 
 
 def test_object_store_is_content_addressed(tmp_path) -> None:
-    store = ObjectStore(tmp_path)
+    store = FolderObjectStore(tmp_path)
     digest = store.put(b"same bytes")
     assert store.put(b"same bytes") == digest
     assert store.has(digest) and store.path_for(digest).read_bytes() == b"same bytes"

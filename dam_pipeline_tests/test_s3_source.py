@@ -176,13 +176,13 @@ def test_bad_objects_are_accounted_for_and_never_escape_the_data_dir(
 
 
 def test_object_deleted_between_listing_and_download(s3_settings: Settings, tmp_path) -> None:
-    from dam_pipeline.imaging import ObjectStore
+    from dam_pipeline.imaging import FolderObjectStore
 
     upload(s3_settings, {"p/a.jpg": "chelsea", "p/b.jpg": "coffee"})
     source = s3_settings.open_source()
     raw = list_raw_images(source, "p")
     delete(s3_settings, ["p/b.jpg"])
-    normalized = normalize_partition(source, raw, ObjectStore(tmp_path / "objects"))
+    normalized = normalize_partition(source, raw, FolderObjectStore(tmp_path / "objects"))
     by_key = normalized.by_key()
     assert by_key["p/a.jpg"].status == "ok"
     assert by_key["p/b.jpg"].status == "quarantined"

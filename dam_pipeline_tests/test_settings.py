@@ -19,7 +19,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ("variable", "value", "message"),
     [
         ("DAM_CAPTIONER", "bogus", "DAM_CAPTIONER='bogus' is not valid: expected 'local', 'groq'"),
-        ("DAM_VECTOR_STORE", "faiss", "expected 'chroma' or 'pinecone'"),
+        ("DAM_VECTOR_STORE", "faiss", "expected 'chroma', 'pinecone' or 'pgvector'"),
         ("DAM_SEARCH_MODE", "fuzzy", "expected 'dense', 'hybrid' or 'keyword'"),
         ("DAM_KEYWORD_WEIGHT", "heavy", "DAM_KEYWORD_WEIGHT='heavy' is not valid"),
         ("DAM_PARTITION_DEPTH", "0", "greater than or equal to 1"),

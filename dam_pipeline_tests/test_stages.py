@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dam_pipeline.cache import ContentCache
-from dam_pipeline.imaging import ObjectStore
+from dam_pipeline.cache import SqliteContentCache
+from dam_pipeline.imaging import FolderObjectStore
 from dam_pipeline.retrieval import reciprocal_rank_fusion
 from dam_pipeline.settings import Settings
 from dam_pipeline.sources import LocalFolderSource
@@ -107,7 +107,7 @@ def normalized(settings: Settings):
         {"p/cat.jpg": "chelsea", "p/coffee.jpg": "coffee", "p/broken.jpg": b"\xff\xd8 nope"},
     )
     source = LocalFolderSource(settings.layout.library)
-    objects = ObjectStore(settings.layout.objects)
+    objects = FolderObjectStore(settings.layout.objects)
     raw = list_raw_images(source, "p", workers=1)
     return normalize_partition(source, raw, objects, max_side=512, workers=1), objects
 
@@ -116,7 +116,7 @@ def test_caption_partition_accounts_for_every_object_and_reuses_the_cache(
     settings: Settings, normalized
 ) -> None:
     manifest, objects = normalized
-    cache = ContentCache(settings.layout.cache)
+    cache = SqliteContentCache(settings.layout.cache)
     captioner = settings.build_captioner()
     first = caption_partition(manifest, objects, captioner, cache)
     statuses = {r.key: r.status for r in first}
@@ -129,7 +129,7 @@ def test_caption_partition_accounts_for_every_object_and_reuses_the_cache(
 
 def test_embed_partition_embeds_each_distinct_text_once(settings: Settings, normalized) -> None:
     manifest, objects = normalized
-    cache = ContentCache(settings.layout.cache)
+    cache = SqliteContentCache(settings.layout.cache)
     captions = caption_partition(manifest, objects, settings.build_captioner(), cache)
     embedder = settings.build_embedder()
     first = embed_partition(captions, embedder, cache, objects)

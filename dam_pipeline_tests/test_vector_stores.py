@@ -1,5 +1,6 @@
-"""The VectorStore contract, held by embedded Chroma, a real `chroma run` server, and
-Pinecone (the official client against a local server speaking its data-plane protocol)."""
+"""The VectorStore contract, held by embedded Chroma, a real `chroma run` server, Pinecone
+(the official client against a local server speaking its data-plane protocol) and pgvector
+(a real Postgres 16 with the extension)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from dam_pipeline.vector_stores import (
     ChromaVectorStore,
     IncompatibleIndexError,
+    PgVectorStore,
     PineconeVectorStore,
     VectorRecord,
 )
@@ -42,9 +44,11 @@ def records(partition: str, count: int, offset: int = 0) -> list[VectorRecord]:
     return out
 
 
-@pytest.fixture(params=["chroma-embedded", "chroma-server", "pinecone"])
+@pytest.fixture(params=["chroma-embedded", "chroma-server", "pinecone", "pgvector"])
 def store(request, tmp_path):
-    if request.param == "chroma-embedded":
+    if request.param == "pgvector":
+        yield PgVectorStore(request.getfixturevalue("database_url"), "contract")
+    elif request.param == "chroma-embedded":
         yield ChromaVectorStore("contract", path=tmp_path / "chroma")
     elif request.param == "chroma-server":
         with chroma_server(tmp_path / "served") as url:

@@ -26,21 +26,29 @@ class ImageInput:
     """One normalized image handed to a captioner, decoded only as far as it needs: a
     classifier wants 256 px, OCR the full image, a remote model the JPEG bytes."""
 
-    def __init__(self, path: Path | None = None, image: Image.Image | None = None) -> None:
-        if path is None and image is None:
-            raise ValueError("an ImageInput needs a path or an image")
+    def __init__(
+        self,
+        path: Path | None = None,
+        image: Image.Image | None = None,
+        data: bytes | None = None,
+    ) -> None:
+        if path is None and image is None and data is None:
+            raise ValueError("an ImageInput needs a path, JPEG bytes or an image")
         self.path = path
         self._image = image
+        self._data = data
 
     def open(self, min_side: int | None = None) -> Image.Image:
         if self._image is not None:
             return self._image.convert("RGB")
-        with Image.open(self.path) as image:
+        with Image.open(self.path if self._data is None else io.BytesIO(self._data)) as image:
             if min_side:
                 image.draft("RGB", (min_side, min_side))
             return image.convert("RGB")
 
     def jpeg_bytes(self) -> bytes:
+        if self._data is not None:
+            return self._data
         if self.path is not None:
             return self.path.read_bytes()
         out = io.BytesIO()

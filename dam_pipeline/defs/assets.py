@@ -114,7 +114,7 @@ def vector_index(
 
 CAPTIONER_KINDS = {"local": "pytorch", "groq": "groq", "openai": "openai"}
 EMBEDDER_KINDS = {"sentence-transformers": "pytorch", "bedrock-titan": "bedrock"}
-STORE_KINDS = {"chroma": "chroma", "pinecone": "pinecone"}
+STORE_KINDS = {"chroma": "chroma", "pinecone": "pinecone", "pgvector": "postgres"}
 
 
 REMOTE_RETRY = dg.RetryPolicy(
@@ -129,12 +129,13 @@ def build_image_library_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     """The five assets, with kinds naming the configured source and providers, and a retry
     policy on the steps whose configured provider is reached over the network."""
     from_bucket = settings.source.startswith("s3://")
+    state = "postgres" if settings.state_url.get_secret_value() else "sqlite"
     steps = {
         raw_images: ({"s3" if from_bucket else "python"}, from_bucket),
         normalized_images: ({"python", "pillow"}, from_bucket),
         captions: ({CAPTIONER_KINDS[settings.captioner]}, settings.captioner != "local"),
         embeddings: ({EMBEDDER_KINDS[settings.embedder]}, settings.embedder == "bedrock-titan"),
-        vector_index: ({STORE_KINDS[settings.vector_store], "sqlite"}, not settings.embedded_index),
+        vector_index: ({STORE_KINDS[settings.vector_store], state}, not settings.embedded_index),
     }
     return [
         dg.asset(

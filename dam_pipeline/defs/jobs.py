@@ -42,11 +42,20 @@ ingest_job = dg.define_asset_job(
 
 def register_prefixes(instance: dg.DagsterInstance, source: Source) -> tuple[list[str], list[str]]:
     """Add a partition for every prefix the source holds; returns (new keys, all keys)."""
+    from sqlalchemy.exc import IntegrityError
+
     keys = [encode_prefix(prefix) for prefix in source.list_prefixes()]
-    existing = set(instance.get_dynamic_partitions(image_prefixes.name))
-    new = [key for key in keys if key not in existing]
-    if new:
-        instance.add_dynamic_partitions(image_prefixes.name, new)
+    for attempt in range(3):
+        existing = set(instance.get_dynamic_partitions(image_prefixes.name))
+        new = [key for key in keys if key not in existing]
+        try:
+            if new:
+                instance.add_dynamic_partitions(image_prefixes.name, new)
+            break
+        except IntegrityError:
+            # another machine registered some of them at the same moment: look again
+            if attempt == 2:
+                raise
     return new, keys
 
 

@@ -7,7 +7,6 @@ the UI. Which provider is used is decided by ``Settings``, never inside an asset
 """
 
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -18,11 +17,12 @@ from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.library import Library
 from dam_pipeline.locks import exclusive
-from dam_pipeline.manifests import Manifest, manifest_path, read_manifest_if_exists, write_manifest
+from dam_pipeline.manifests import Manifest
 from dam_pipeline.reasoning import Reasoner
 from dam_pipeline.retrieval import KeywordIndex
 from dam_pipeline.settings import PROVIDER_KEY_VARIABLES, DataLayout, Settings
 from dam_pipeline.sources import Source
+from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
 
 
@@ -39,23 +39,29 @@ class SourceResource(dg.ConfigurableResource):
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The data directory: normalized images, manifests, the model-output cache and the
-    keyword index."""
+    """The pipeline's state: normalized images, manifests, the model-output cache and the
+    keyword index, in the data directory or (shared profile) in Postgres and S3."""
 
     settings: dg.ResourceDependency[Settings]
+    s3: S3Resource
 
     @property
     def layout(self) -> DataLayout:
         return self.settings.layout
 
+    def state(self) -> PipelineState:
+        return self.settings.open_state(
+            s3_client=self.s3.get_client() if self.settings.object_store else None
+        )
+
     def object_store(self) -> ObjectStore:
-        return ObjectStore(self.layout.objects)
+        return self.state().objects
 
     def cache(self) -> ContentCache:
-        return ContentCache(self.layout.cache)
+        return self.state().cache
 
     def keyword_index(self) -> KeywordIndex:
-        return KeywordIndex(self.layout.keywords)
+        return self.state().keyword_index()
 
     def index_writer(self) -> AbstractContextManager[dict]:
         """Held while writing the index: exclusive for an embedded Chroma folder (every
@@ -66,7 +72,7 @@ class StorageResource(dg.ConfigurableResource):
 
     def previous_manifest(self, asset: str, partition_key: str) -> Manifest | None:
         """What this asset wrote for the partition last time: the basis of incremental runs."""
-        return read_manifest_if_exists(manifest_path(self.layout.manifests, asset, partition_key))
+        return self.state().manifests.read(asset, partition_key)
 
 
 class CaptionerResource(dg.ConfigurableResource):
@@ -129,26 +135,24 @@ def open_library(
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):
-    """Stores each asset's manifest as JSON lines under ``<data_dir>/manifests/<asset>/``,
-    readable by people and by the next run; image bytes never pass through here."""
+    """Passes manifests between assets through the manifest store: JSON lines under
+    ``<data_dir>/manifests/<asset>/`` (readable by people), or Postgres in the shared profile;
+    image bytes never pass through here."""
 
-    base_dir: str
-
-    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
-        asset = context.asset_key.path[-1]
-        return manifest_path(Path(self.base_dir), asset, context.asset_partition_key)
+    storage: dg.ResourceDependency[StorageResource]
 
     def handle_output(self, context: dg.OutputContext, obj: Manifest) -> None:
-        path = self._path(context)
-        write_manifest(path, obj)
-        context.add_output_metadata({"manifest_path": dg.MetadataValue.path(str(path))})
+        asset = context.asset_key.path[-1]
+        where = self.storage.state().manifests.write(asset, context.asset_partition_key, obj)
+        context.add_output_metadata({"manifest": dg.MetadataValue.text(where)})
 
     def load_input(self, context: dg.InputContext) -> Manifest:
-        path = self._path(context)
-        manifest = read_manifest_if_exists(path)
+        asset = context.asset_key.path[-1]
+        manifest = self.storage.state().manifests.read(asset, context.asset_partition_key)
         if manifest is None:
             raise FileNotFoundError(
-                f"No manifest at {path}: materialize the upstream asset "
+                f"No {asset} manifest for partition {context.asset_partition_key}: "
+                "materialize the upstream asset "
                 f"{context.asset_key.to_user_string()} for partition "
                 f"{context.asset_partition_key} first"
             )
@@ -178,14 +182,15 @@ def build_resources(settings: Settings) -> dict[str, object]:
         aws_secret_access_key=_secret(settings, "AWS_SECRET_ACCESS_KEY"),
         aws_session_token=_secret(settings, "AWS_SESSION_TOKEN"),
     )
+    storage = StorageResource(settings=settings, s3=s3)
     return {
         "source": SourceResource(settings=settings, s3=s3),
-        "storage": StorageResource(settings=settings),
+        "storage": storage,
         "captioner": CaptionerResource(settings=settings, api_key=provider_key(settings.captioner)),
         "embedder": EmbedderResource(settings=settings),
         "vector_store": VectorStoreResource(
             settings=settings, pinecone_api_key=_secret(settings, "PINECONE_API_KEY")
         ),
         "reasoner": ReasonerResource(settings=settings, api_key=provider_key(settings.reasoner)),
-        "manifest_io_manager": ManifestIOManager(base_dir=str(settings.layout.manifests)),
+        "manifest_io_manager": ManifestIOManager(storage=storage),
     }

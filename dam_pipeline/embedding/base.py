@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -23,8 +22,8 @@ class Embedder(Protocol):
         """L2-normalized float32 vectors, one row per text."""
         ...
 
-    def embed_images(self, images: Sequence[Path]) -> np.ndarray:
-        """For image embedders: L2-normalized vectors of the images (JPEG files)."""
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        """For image embedders: L2-normalized vectors of the images (JPEG bytes)."""
         ...
 
     def embed_query(self, text: str) -> np.ndarray: ...

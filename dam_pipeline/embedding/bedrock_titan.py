@@ -13,7 +13,6 @@ import base64
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,11 +77,9 @@ class TitanMultimodalEmbedder:
             call, "bedrock embedding", attempts=self.attempts, base_delay=self.base_delay
         )
 
-    def embed_images(self, images: Sequence[Path]) -> np.ndarray:
-        def one(path: Path) -> np.ndarray:
-            return self._invoke(
-                {"inputImage": base64.b64encode(Path(path).read_bytes()).decode("ascii")}
-            )
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        def one(jpeg: bytes) -> np.ndarray:
+            return self._invoke({"inputImage": base64.b64encode(jpeg).decode("ascii")})
 
         vectors = list(self._pool.map(one, images))
         return np.stack(vectors) if vectors else np.zeros((0, self.dimension), dtype=np.float32)

@@ -66,7 +66,7 @@ class SentenceTransformerEmbedder:
         )
         return vectors.astype(np.float32, copy=False)
 
-    def embed_images(self, images: Sequence[Path]) -> np.ndarray:
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
         raise TypeError("sentence-transformers text models embed captions, not images")
 
     def embed_query(self, text: str) -> np.ndarray:

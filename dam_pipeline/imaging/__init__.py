@@ -8,14 +8,16 @@ from dam_pipeline.imaging.normalize import (
     decode_cost,
     normalize_image,
 )
-from dam_pipeline.imaging.object_store import ObjectStore
+from dam_pipeline.imaging.object_store import FolderObjectStore, ObjectStore, S3ObjectStore
 
 __all__ = [
     "HEADER_BYTES",
     "DecodeBudget",
     "DecodedImage",
+    "FolderObjectStore",
     "NormalizeError",
     "ObjectStore",
+    "S3ObjectStore",
     "decode_cost",
     "normalize_image",
     "release_freed_memory",

@@ -17,7 +17,7 @@ import numpy as np
 
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.keys import encode_prefix
-from dam_pipeline.retrieval.keyword_index import KeywordIndex
+from dam_pipeline.retrieval.keyword_index import KeywordIndex, pg_query_text
 from dam_pipeline.vector_stores import IncompatibleIndexError, VectorStore
 from dam_pipeline.vector_stores.base import Metadata, StoreFilter, reindex_hint
 
@@ -207,28 +207,44 @@ def search(
     if mode in ("dense", "hybrid"):
         query_vector = embedder.embed_query(focus_question(question))
         _check_binding(store, embedder, query_vector)
-        for hit in store.query(query_vector, top_k=pool, where=where):
-            dense[hit.id] = (hit.score, hit.metadata)
     lexical: dict[str, float] = {}
-    if keywords is not None and mode in ("keyword", "hybrid"):
-        lexical = dict(keywords.search(question, pool, where.partitions or None))
-
-    if mode == "dense":
-        order = list(dense)
-    elif mode == "keyword":
-        order = list(lexical)
+    found_by_words_only: dict[str, tuple[float, Metadata]] = {}
+    if mode == "hybrid" and keywords is not None and _fuses_in_one_query(store, keywords):
+        # vectors and words in one database (pgvector): both rankings fused in SQL
+        order = []
+        for hit, by_meaning, by_words in store.hybrid_query(
+            query_vector, pg_query_text(question), pool, where, keyword_weight, RRF_K
+        ):
+            order.append(hit.id)
+            if by_meaning:
+                dense[hit.id] = (hit.score, hit.metadata)
+            else:
+                found_by_words_only[hit.id] = (hit.score, hit.metadata)
+            if by_words is not None:
+                lexical[hit.id] = by_words
     else:
-        order = reciprocal_rank_fusion([list(dense), list(lexical)], [1.0, keyword_weight])
-
-    missing = [(vid, "") for vid in order if vid not in dense]
-    fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}
+        if query_vector is not None:
+            for hit in store.query(query_vector, top_k=pool, where=where):
+                dense[hit.id] = (hit.score, hit.metadata)
+        if keywords is not None and mode in ("keyword", "hybrid"):
+            lexical = dict(keywords.search(question, pool, where.partitions or None))
+        if mode == "dense":
+            order = list(dense)
+        elif mode == "keyword":
+            order = list(lexical)
+        else:
+            order = reciprocal_rank_fusion([list(dense), list(lexical)], [1.0, keyword_weight])
+        missing = [(vid, "") for vid in order if vid not in dense]
+        fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}
+        for vid, (vector, metadata, _) in fetched.items():
+            similarity = float(vector @ query_vector) if query_vector is not None else lexical[vid]
+            found_by_words_only[vid] = (similarity, metadata)
     hits: list[Hit] = []
     for vid in order:
         if vid in dense:
             score, metadata = dense[vid]
-        elif vid in fetched:
-            vector, metadata, _ = fetched[vid]
-            score = float(vector @ query_vector) if query_vector is not None else lexical[vid]
+        elif vid in found_by_words_only:
+            score, metadata = found_by_words_only[vid]
         else:
             continue  # in the keyword index but no longer in the store: skip
         if mode == "keyword":
@@ -245,6 +261,11 @@ def search(
         if len(hits) == top_k:
             break
     return hits
+
+
+def _fuses_in_one_query(store: VectorStore, keywords: KeywordIndex) -> bool:
+    shares = getattr(store, "shares_database_with", None)
+    return shares is not None and shares(keywords)
 
 
 def _with_partitions(

@@ -11,11 +11,9 @@ large library is not compared pair by pair; candidates are then checked exactly.
 from __future__ import annotations
 
 import io
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -75,10 +73,7 @@ def vector_for_image(data: bytes, max_side: int, captioner, embedder) -> np.ndar
 
     decoded = normalize_image(data, max_side=max_side)
     if getattr(embedder, "modality", "text") == "image":
-        with tempfile.NamedTemporaryFile(suffix=".jpg") as tmp:
-            tmp.write(decoded.jpeg)
-            tmp.flush()
-            return embedder.embed_images([Path(tmp.name)])[0]
+        return embedder.embed_images([decoded.jpeg])[0]
     picture = Image.open(io.BytesIO(decoded.jpeg)).convert("RGB")
     (caption,) = captioner.caption_batch([ImageInput(image=picture)])
     if isinstance(caption, CaptionerError):

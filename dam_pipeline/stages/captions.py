@@ -56,6 +56,13 @@ def _record(
     )
 
 
+def _image_input(store: ObjectStore, digest: str) -> ImageInput:
+    """A local file is opened by the captioner as far as it needs; an object elsewhere is
+    fetched once."""
+    path = store.local_path(digest)
+    return ImageInput(path=path) if path is not None else ImageInput(data=store.read_bytes(digest))
+
+
 def caption_partition(
     normalized: Manifest, store: ObjectStore, captioner: Captioner, cache: ContentCache
 ) -> Manifest:
@@ -75,7 +82,7 @@ def caption_partition(
         bar = progress(len(missing), "captioning")
         for batch in batched(missing, captioner.batch_size):
             with timed(timing := {}, "model"):
-                results = captioner.caption_batch([ImageInput(store.path_for(h)) for h in batch])
+                results = captioner.caption_batch([_image_input(store, h) for h in batch])
             model_seconds += timing["model"]
             fresh = {}
             for digest, result in zip(batch, results, strict=True):

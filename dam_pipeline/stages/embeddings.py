@@ -50,8 +50,8 @@ def embed_partition(
         bar = progress(len(missing), "embedding")
         for chunk in batched(missing, EMBED_CHUNK):
             if embeds_images:
-                paths = [store.path_for(source_of[h].normalized_hash) for h in chunk]
-                vectors = embedder.embed_images(paths)
+                jpegs = [store.read_bytes(source_of[h].normalized_hash) for h in chunk]
+                vectors = embedder.embed_images(jpegs)
             else:
                 vectors = embedder.embed_documents([document_text(source_of[h]) for h in chunk])
             dimension = vectors.shape[1]

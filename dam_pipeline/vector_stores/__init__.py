@@ -11,11 +11,13 @@ from dam_pipeline.vector_stores.base import (
     VectorStore,
 )
 from dam_pipeline.vector_stores.chroma import ChromaVectorStore
+from dam_pipeline.vector_stores.pgvector_store import PgVectorStore
 from dam_pipeline.vector_stores.pinecone_store import PineconeVectorStore
 
 __all__ = [
     "ChromaVectorStore",
     "IncompatibleIndexError",
+    "PgVectorStore",
     "PineconeVectorStore",
     "VectorHit",
     "VectorRecord",
@@ -35,11 +37,22 @@ def open_vector_store(
     pinecone_host: str = "",
     pinecone_index_name: str = "",
     namespace: str = "",
+    pgvector_url: str = "",
 ) -> VectorStore:
     """The store named by ``kind`` (``DAM_VECTOR_STORE``): ``chroma`` (an embedded folder, or
-    a server with ``url``) or ``pinecone``. Opened once per process and configuration: an
-    embedded Chroma folder must have a single client per process."""
-    key = (kind, collection, str(path), url, pinecone_host, pinecone_index_name, namespace)
+    a server with ``url``), ``pinecone`` or ``pgvector`` (a Postgres table). Opened once per
+    process and configuration: an embedded Chroma folder must have a single client per
+    process."""
+    key = (
+        kind,
+        collection,
+        str(path),
+        url,
+        pinecone_host,
+        pinecone_index_name,
+        namespace,
+        pgvector_url,
+    )
     if key not in _OPEN:
         if kind == "chroma":
             _OPEN[key] = ChromaVectorStore(collection=collection, path=path, url=url or None)
@@ -47,8 +60,11 @@ def open_vector_store(
             _OPEN[key] = PineconeVectorStore(
                 pinecone_api_key, pinecone_host, pinecone_index_name, namespace
             )
+        elif kind == "pgvector":
+            _OPEN[key] = PgVectorStore(pgvector_url, collection)
         else:
             raise ValueError(
-                f"Unknown vector store {kind!r}: set DAM_VECTOR_STORE to chroma or pinecone."
+                f"Unknown vector store {kind!r}: set DAM_VECTOR_STORE to chroma, pinecone or "
+                "pgvector."
             )
     return _OPEN[key]

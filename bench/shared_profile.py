@@ -1,0 +1,224 @@
+"""The shared profile (several machines) measured on one: Postgres 16 with pgvector
+(pgserver's binaries) and moto's S3 server, both on 127.0.0.1.
+
+1. State overhead: the same photos ingested by `dam ingest` from the same S3 bucket, once
+   with the embedded state (data directory, embedded Chroma) and once with the shared state
+   (Postgres, pgvector, normalized images in S3).
+2. Concurrent partition runs with an I/O-bound captioner (a local OpenAI-compatible server
+   answering in ``--latency`` seconds, no rate limit, one request in flight per run): 1, 2
+   and 4 `dam ingest --prefix` processes at once, each on its own partition and directory.
+3. pgvector search latency at ``--vectors`` vectors, with and without a prefix filter.
+
+    python -m bench.shared_profile --json OUT [--photos 40] [--per-run 40] [--vectors 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from PIL import ImageDraw
+
+from bench.query_latency import QUERIES, _percentiles, fill
+from dam_pipeline_tests.conftest import moto_client
+from dam_pipeline_tests.servers import (
+    ScriptedHTTPServer,
+    chat_completion,
+    moto_server,
+    postgres_server,
+)
+
+BIN = Path(sys.executable).parent
+PHOTOS = ["chelsea", "coffee", "rocket", "astronaut", "motorcycle_left", "hubble_deep_field"]
+
+
+def distinct_photo(number: int) -> bytes:
+    """A real photo, resized, with its number drawn on it: every one has its own bytes."""
+    from dam_pipeline_tests.conftest import photo
+
+    image = photo(PHOTOS[number % len(PHOTOS)])
+    image.thumbnail((640, 640))
+    ImageDraw.Draw(image).text((10, 10), f"#{number}", fill=(255, 255, 0))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=88)
+    return out.getvalue()
+
+
+class Servers:
+    def __init__(self, stack: ExitStack, root: Path) -> None:
+        self.s3 = stack.enter_context(moto_server())
+        self.pg = stack.enter_context(postgres_server(root / "postgres"))
+        self.client = moto_client(self.s3)
+        self.root = root
+        self.databases = 0
+
+    def database(self) -> str:
+        import psycopg
+
+        self.databases += 1
+        name = f"bench{self.databases}"
+        with psycopg.connect(self.pg, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.pg.rsplit("/", 1)[0] + f"/{name}"
+
+    def bucket(self, name: str, photos: dict[str, bytes]) -> str:
+        self.client.create_bucket(Bucket=name)
+        for key, body in photos.items():
+            self.client.put_object(Bucket=name, Key=key, Body=body)
+        return f"s3://{name}"
+
+    def env(self, source: str, shared: bool, **extra: str) -> dict[str, str]:
+        home = Path(tempfile.mkdtemp(dir=self.root))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DAM_", "DAGSTER_"))}
+        env.update(
+            DAM_DATA_DIR=str(home / "data"),
+            DAGSTER_HOME=str(home / "dagster_home"),
+            DAM_SOURCE=source,
+            AWS_ENDPOINT_URL=self.s3,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+            **extra,
+        )
+        if shared:
+            database = self.database()
+            self.client.create_bucket(Bucket=f"objects-{self.databases}")
+            env.update(
+                DAM_STATE_URL=database,
+                DAGSTER_PG_URL=database,
+                DAM_VECTOR_STORE="pgvector",
+                DAM_OBJECT_STORE=f"s3://objects-{self.databases}/normalized",
+            )
+        return env
+
+
+def ingest(envs: list[dict[str, str]], prefixes: list[list[str]]) -> float:
+    """Start one `dam ingest` per environment at once; seconds until the last ends."""
+    started = time.perf_counter()
+    processes = []
+    for env, wanted in zip(envs, prefixes, strict=True):
+        args = [str(BIN / "dam"), "ingest", "-q"]
+        for prefix in wanted:
+            args += ["--prefix", prefix]
+        processes.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True))
+    for process in processes:
+        out, _ = process.communicate(timeout=3600)
+        if process.returncode != 0:
+            raise RuntimeError(f"dam ingest failed:\n{out}")
+    return time.perf_counter() - started
+
+
+def state_overhead(servers: Servers, photos: int) -> dict:
+    library = {f"p{i % 4}/photo {i}.jpg": distinct_photo(i) for i in range(photos)}
+    source = servers.bucket("overhead", library)
+    prefixes = [sorted({key.split("/")[0] for key in library})]
+    embedded = ingest([servers.env(source, shared=False)], prefixes)
+    shared = ingest([servers.env(source, shared=True)], prefixes)
+    return {
+        "photos": photos,
+        "embedded_seconds": round(embedded, 2),
+        "shared_seconds": round(shared, 2),
+        "overhead_share": round((shared - embedded) / shared, 3),
+    }
+
+
+def concurrent_runs(servers: Servers, per_run: int, latency: float) -> dict:
+    def answer(method: str, path: str, body: dict) -> tuple[int, dict, dict]:
+        time.sleep(latency)
+        caption = {"description": "A photograph.", "tags": ["photo"], "text": ""}
+        return 200, chat_completion(json.dumps(caption), model=body["model"]), {}
+
+    out: dict = {"latency_seconds": latency, "photos_per_run": per_run, "runs": {}}
+    offset = 10_000
+    with ScriptedHTTPServer(answer) as llm:
+        for runs in (1, 2, 4):
+            library = {
+                f"r{run}/photo {i}.jpg": distinct_photo(offset + run * per_run + i)
+                for run in range(runs)
+                for i in range(per_run)
+            }
+            offset += 4 * per_run
+            source = servers.bucket(f"concurrent-{runs}", library)
+            remote = {
+                "DAM_CAPTIONER": "openai",
+                "DAM_CAPTIONER_BASE_URL": f"{llm.url}/v1",
+                "DAM_CAPTIONER_MODEL": "bench-vision",
+                "DAM_CAPTIONER_CONCURRENCY": "1",
+                "OPENAI_API_KEY": "sk-bench",
+            }
+            database_env = servers.env(source, shared=True, **remote)
+            envs = [{**database_env, **_own_directories(servers.root)} for _ in range(runs)]
+            seconds = ingest(envs, [[f"r{run}"] for run in range(runs)])
+            out["runs"][runs] = {
+                "seconds": round(seconds, 2),
+                "images_per_second": round(runs * per_run / seconds, 2),
+            }
+    one = out["runs"][1]["images_per_second"]
+    out["speedup_4_runs"] = round(out["runs"][4]["images_per_second"] / one, 2)
+    return out
+
+
+def _own_directories(root: Path) -> dict[str, str]:
+    home = Path(tempfile.mkdtemp(dir=root))
+    return {"DAM_DATA_DIR": str(home / "data"), "DAGSTER_HOME": str(home / "dagster_home")}
+
+
+def pgvector_latency(servers: Servers, count: int, repeats: int = 60) -> dict:
+    from dam_pipeline.embedding import build_embedder
+    from dam_pipeline.retrieval import Filters, search
+    from dam_pipeline.vector_stores import PgVectorStore
+
+    embedder = build_embedder()
+    store = PgVectorStore(servers.database(), "latency")
+    started = time.perf_counter()
+    fill(store, count, embedder.dimension, embedder.fingerprint)
+    fill_seconds = time.perf_counter() - started
+
+    def timed(filters: Filters | None, times: int) -> list[float]:
+        out = []
+        for i in range(times):
+            start = time.perf_counter()
+            search(QUERIES[i % len(QUERIES)], embedder, store, top_k=10, filters=filters)
+            out.append((time.perf_counter() - start) * 1000)
+        return out
+
+    timed(None, len(QUERIES))  # warm
+    return {
+        "vectors": count,
+        "fill_seconds": round(fill_seconds, 1),
+        **_percentiles(timed(None, repeats)),
+        **_percentiles(timed(Filters(prefixes=("p1", "p2")), repeats // 2), "filtered_"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--photos", type=int, default=40)
+    parser.add_argument("--per-run", type=int, default=40)
+    parser.add_argument("--latency", type=float, default=0.3)
+    parser.add_argument("--vectors", type=int, default=100_000)
+    args = parser.parse_args()
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        servers = Servers(stack, Path(tmp))
+        result = {
+            "state_overhead": state_overhead(servers, args.photos),
+            "concurrent_runs": concurrent_runs(servers, args.per_run, args.latency),
+            "pgvector_latency": pgvector_latency(servers, args.vectors),
+        }
+    args.json.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The pipeline's memory between runs, and where each part of it lives.
+
+| part                 | embedded profile (default)      | shared profile                        |
+|----------------------|---------------------------------|---------------------------------------|
+| manifests            | ``<data_dir>/manifests`` JSONL  | Postgres ``dam_manifests``            |
+| content cache        | ``<data_dir>/cache`` SQLite     | Postgres ``dam_caption_cache`` / ...  |
+| keyword index        | ``<data_dir>/index`` SQLite FTS5| Postgres ``dam_keywords`` (tsvector)  |
+| normalized images    | ``<data_dir>/objects``          | ``DAM_OBJECT_STORE`` (S3)             |
+
+The shared profile (``DAM_STATE_URL`` + ``DAM_OBJECT_STORE``) keeps nothing on a worker's
+disk, so runs of one library can go to many machines. The vector index is chosen apart
+(``DAM_VECTOR_STORE``); the shared profile needs one every machine reaches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from dam_pipeline.cache import ContentCache, PostgresContentCache, SqliteContentCache
+from dam_pipeline.imaging.object_store import FolderObjectStore, ObjectStore, S3ObjectStore
+from dam_pipeline.manifests import FolderManifestStore, ManifestStore, PostgresManifestStore
+from dam_pipeline.postgres import database
+from dam_pipeline.retrieval.keyword_index import (
+    KeywordIndex,
+    PostgresKeywordIndex,
+    SqliteKeywordIndex,
+)
+
+
+@dataclass
+class PipelineState:
+    """Opens each store on first use, from one description of where state lives."""
+
+    manifests_dir: Path
+    objects_dir: Path
+    cache_file: Path
+    keywords_file: Path
+    state_url: str = ""
+    object_store_url: str = ""
+    s3_client: Any = None
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.state_url)
+
+    @cached_property
+    def manifests(self) -> ManifestStore:
+        if self.state_url:
+            return PostgresManifestStore(database(self.state_url))
+        return FolderManifestStore(self.manifests_dir)
+
+    @cached_property
+    def cache(self) -> ContentCache:
+        if self.state_url:
+            return PostgresContentCache(database(self.state_url))
+        return SqliteContentCache(self.cache_file)
+
+    @cached_property
+    def objects(self) -> ObjectStore:
+        if self.object_store_url:
+            return S3ObjectStore(self.object_store_url, self.s3_client)
+        return FolderObjectStore(self.objects_dir)
+
+    def keyword_index(self, create: bool = True) -> KeywordIndex | None:
+        """The keyword index; with ``create=False``, None where none was ever written (a
+        read must not create an empty index in the data directory)."""
+        if self.state_url:
+            return PostgresKeywordIndex(database(self.state_url))
+        if not create and not self.keywords_file.exists():
+            return None
+        return SqliteKeywordIndex(self.keywords_file)

@@ -1,0 +1,189 @@
+"""The stores of pipeline state behave the same in the data directory and in the shared
+profile (a real Postgres 16 with pgvector, moto's S3 server): manifests, the content cache,
+the keyword index and the object store of normalized images."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dam_pipeline.cache import PostgresContentCache, SqliteContentCache
+from dam_pipeline.imaging import FolderObjectStore, S3ObjectStore
+from dam_pipeline.manifests import (
+    FolderManifestStore,
+    Manifest,
+    PostgresManifestStore,
+    RawImage,
+)
+from dam_pipeline.postgres import PostgresDatabase, redacted
+from dam_pipeline.retrieval import reciprocal_rank_fusion
+from dam_pipeline.retrieval.keyword_index import (
+    KeywordDocument,
+    PostgresKeywordIndex,
+    SqliteKeywordIndex,
+    pg_query_text,
+)
+from dam_pipeline.vector_stores import PgVectorStore, VectorRecord
+from dam_pipeline.vector_stores.base import StoreFilter
+from dam_pipeline_tests.conftest import jpeg_bytes, moto_client, photo
+
+KINDS = ["local", "postgres"]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request) -> str:
+    return request.param
+
+
+def _db(request) -> PostgresDatabase:
+    return PostgresDatabase(request.getfixturevalue("database_url"))
+
+
+@pytest.fixture
+def manifests(kind, tmp_path, request):
+    return FolderManifestStore(tmp_path) if kind == "local" else PostgresManifestStore(_db(request))
+
+
+@pytest.fixture
+def cache(kind, tmp_path, request):
+    if kind == "local":
+        return SqliteContentCache(tmp_path / "cache.sqlite")
+    return PostgresContentCache(_db(request))
+
+
+@pytest.fixture
+def keywords(kind, tmp_path, request):
+    if kind == "local":
+        return SqliteKeywordIndex(tmp_path / "keywords.sqlite")
+    return PostgresKeywordIndex(_db(request))
+
+
+def test_manifests_round_trip_replace_and_delete(manifests) -> None:
+    assert manifests.read("raw_images", "kitchen") is None
+    first = Manifest([RawImage("kitchen/a.jpg", 3, "2024-01-01", "v1")], {"seen": 1})
+    manifests.write("raw_images", "kitchen", first)
+    manifests.write("raw_images", "other", Manifest([], {"seen": 0}))
+    second = Manifest([RawImage("kitchen/b ✨.jpg", 4, "2024-01-02", "v2")], {"seen": 1})
+    manifests.write("raw_images", "kitchen", second)
+    got = manifests.read("raw_images", "kitchen")
+    assert got.records == second.records and got.summary == {"seen": 1}
+    manifests.delete("raw_images", "kitchen")
+    assert manifests.read("raw_images", "kitchen") is None
+    assert manifests.read("raw_images", "other") is not None
+
+
+def test_the_cache_returns_what_was_put_once_per_content(cache) -> None:
+    cache.put_captions("local/v1", {"h1": {"text": "a cat"}, "h2": {"text": "a dog"}})
+    cache.put_captions("local/v1", {"h1": {"text": "a cat"}})  # a second writer: same row
+    assert cache.get_captions("local/v1", ["h1", "h3", "h1"]) == {"h1": {"text": "a cat"}}
+    assert cache.get_captions("other/v1", ["h1"]) == {}
+    vector = np.arange(4, dtype=np.float32)
+    cache.put_vectors("minilm", {"t1": vector})
+    got = cache.get_vectors("minilm", ["t1", "t2"])
+    assert list(got) == ["t1"] and np.array_equal(got["t1"], vector)
+
+
+DOCS = [
+    KeywordDocument("1", "street", "street/red_car.jpg", "a photo of a parked vehicle", "car"),
+    KeywordDocument("2", "street", "street/bus.jpg", "a bus passes a red car on the road"),
+    KeywordDocument("3", "signs", "signs/shop.jpg", "a shop front", "", "ACME ROASTERS"),
+    KeywordDocument("4", "pets", "pets/dog.jpg", "a dog running on grass", "dog"),
+]
+
+
+def test_keyword_search_behaves_the_same_in_both_stores(keywords) -> None:
+    keywords.upsert(DOCS)
+    keywords.upsert(DOCS[:1])  # replaced, not added
+    assert keywords.count() == 4 and keywords.partitions() == ["pets", "signs", "street"]
+    # stemming, and a tag outweighs a word in a long caption
+    assert [vid for vid, _ in keywords.search("cars", 10)] == ["1", "2"]
+    assert [vid for vid, _ in keywords.search("roasters", 10)] == ["3"]  # text read off it
+    assert keywords.search("red_car", 10)[0][0] == "1"  # the file name
+    assert [vid for vid, _ in keywords.search("car", 10, ["street"])] == ["1", "2"]
+    assert keywords.search("car", 10, ["pets"]) == []
+    # nothing of either query syntax gets through
+    for hostile in ['"car', "car -dog", "car OR", "NEAR(car dog)", "dog:*", "!!!", "or"]:
+        keywords.search(hostile, 10)
+    assert keywords.partitions_of(["1", "4", "nope"]) == {"1": "street", "4": "pets"}
+    keywords.delete(["1"])
+    assert keywords.ids("street") == {"2"} and keywords.count() == 3
+
+
+def test_postgres_keyword_queries_or_the_words_of_the_question() -> None:
+    assert pg_query_text('Which "red" cars -or dogs?') == "which or red or cars or dogs"
+
+
+@pytest.fixture(params=["folder", "s3"])
+def object_store(request, tmp_path):
+    if request.param == "folder":
+        return FolderObjectStore(tmp_path / "objects")
+    client = moto_client(request.getfixturevalue("s3_endpoint"))
+    client.create_bucket(Bucket="objects-test")
+    return S3ObjectStore("s3://objects-test/normalized", client)
+
+
+def test_object_stores_keep_each_content_once(object_store) -> None:
+    jpeg = jpeg_bytes(photo("coffee"))
+    digest = object_store.put(jpeg)
+    assert object_store.put(jpeg) == digest and object_store.has(digest)
+    assert not object_store.has("0" * 64) and not object_store.has(None)
+    assert object_store.read_bytes(digest) == jpeg
+    small = object_store.open_image(digest, min_side=100)
+    assert small.mode == "RGB" and min(small.size) >= 100
+    assert small.size[0] < Image.open(io.BytesIO(jpeg)).size[0]
+
+
+def test_a_postgres_password_is_never_shown() -> None:
+    assert redacted("postgresql://dam:s3cret@db:5432/dam") == "postgresql://dam:***@db:5432/dam"
+    with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:9.*DAM_STATE_URL") as failed:
+        PostgresDatabase("postgresql://dam:s3cret@127.0.0.1:9/dam").connection()
+    assert "s3cret" not in str(failed.value)
+
+
+def _unit(seed: int, dim: int = 8) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_pgvector_fuses_both_rankings_in_sql_as_python_does(database_url) -> None:
+    store = PgVectorStore(database_url, "fusion")
+    words = PostgresKeywordIndex(PostgresDatabase(database_url))
+    assert store.shares_database_with(words)
+    store.ensure_compatible("test/model", 8)
+    docs = [
+        KeywordDocument(f"id{i}", "p" if i % 2 else "q", f"p/{i}.jpg", f"photo {i}", tag)
+        for i, tag in enumerate(["cat", "dog", "cat dog", "", "cat", "", "dog", "cat"])
+    ]
+    store.upsert(
+        [
+            VectorRecord(d.vector_id, _unit(i), d.caption, {"partition": d.partition})
+            for i, d in enumerate(docs)
+        ]
+    )
+    words.upsert(docs)
+    query = _unit(99)
+    for where in (None, StoreFilter(partitions=("p",))):
+        dense = [hit.id for hit in store.query(query, 6, where)]
+        lexical = [vid for vid, _ in words.search("cat", 6, where.partitions if where else None)]
+        expected = reciprocal_rank_fusion([dense, lexical], [1.0, 0.25])
+        fused = store.hybrid_query(query, pg_query_text("cat"), 6, where, 0.25, 60)
+        assert [hit.id for hit, _, _ in fused] == expected
+        assert {hit.id for hit, by_meaning, _ in fused if by_meaning} == set(dense)
+        assert {hit.id for hit, _, score in fused if score is not None} == set(lexical)
+
+
+def test_pgvector_finds_the_nearest_within_a_narrow_filter(database_url) -> None:
+    """pgvector filters after the HNSW search: a narrow filter is searched exactly."""
+    store = PgVectorStore(database_url, "narrow")
+    store.ensure_compatible("test/model", 8)
+    store.upsert(
+        [
+            VectorRecord(f"id{i}", _unit(i), "", {"partition": "rare" if i < 3 else "common"})
+            for i in range(2000)
+        ]
+    )
+    hits = store.query(_unit(0), 5, StoreFilter(partitions=("rare",)))
+    assert [hit.id for hit in hits][:1] == ["id0"] and len(hits) == 3
