@@ -41,6 +41,7 @@ MODES = {
         "sizes": [1000, 10000],
         "large_side": 4000,
         "partitions": 5,
+        "shared": None,  # the shared-profile bench starts Postgres: full mode only
     },
     "full": {
         "images": 2000,
@@ -48,6 +49,7 @@ MODES = {
         "sizes": [1000, 10000, 100000],
         "large_side": 9000,
         "partitions": 20,
+        "shared": {"photos": 40, "per_run": 40, "latency": 0.3, "vectors": 100_000},
     },
 }
 TARGETS = {
@@ -169,6 +171,15 @@ def run(
             str(work / "daemon.json"),
         )
         out["daemon_runs"] = json.loads((work / "daemon.json").read_text())
+    if config.get("shared"):
+        shared = config["shared"]
+        _module(
+            "bench.shared_profile",
+            *("--photos", str(shared["photos"]), "--per-run", str(shared["per_run"])),
+            *("--latency", str(shared["latency"]), "--vectors", str(shared["vectors"])),
+            *("--json", str(work / "shared.json")),
+        )
+        out["shared_profile"] = json.loads((work / "shared.json").read_text())
     if eval_set and (eval_set / "captions.jsonl").exists():
         _module(
             "bench.retrieval_quality",
@@ -301,6 +312,7 @@ def markdown(result: dict) -> str:
                 f"< 5 s ({_met(query['queued_seconds'], 5, False)})",
             ),
         ]
+    rows += shared_profile_rows(result.get("shared_profile"))
     quality = result.get("retrieval_quality")
     for mode, scores in (quality or {}).get("modes", {}).items():
         rows.append(
@@ -339,6 +351,39 @@ def markdown(result: dict) -> str:
     table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     stages = ", ".join(f"{k} {v}" for k, v in ingest["stage_seconds"].items())
     return "\n".join([head, "", *table, "", f"Where the ingest time goes (s): {stages}"]) + "\n"
+
+
+def shared_profile_rows(shared: dict | None) -> list[tuple[str, str, str]]:
+    if not shared:
+        return []
+    state, runs, pg = (
+        shared["state_overhead"],
+        shared["concurrent_runs"],
+        shared["pgvector_latency"],
+    )
+    by_runs = runs["runs"]
+    return [
+        (
+            f"shared profile (Postgres, pgvector, S3; measured {shared['date'][:10]}) against "
+            f"embedded, {state['photos']} photos, `dam ingest`: state overhead",
+            f"{state['shared_seconds']} s vs {state['embedded_seconds']} s: "
+            f"{state['overhead_share']:.1%}",
+            f"≤ 15% ({_met(state['overhead_share'], 0.15, False)})",
+        ),
+        (
+            f"partition runs at once, I/O-bound captioner ({runs['latency_seconds']} s a "
+            f"request, {runs['photos_per_run']} photos a run): 1 / 2 / 4 runs, img/s",
+            " / ".join(str(by_runs[str(n)]["images_per_second"]) for n in (1, 2, 4))
+            + f" ({runs['speedup_4_runs']}× with 4)",
+            f"4 runs ≥ 3× one ({_met(runs['speedup_4_runs'], 3.0)})",
+        ),
+        (
+            f"pgvector search at {pg['vectors']:,} vectors, p50 / p95 (with a prefix filter)",
+            f"{pg['p50_ms']} / {pg['p95_ms']} ms ({pg['filtered_p50_ms']} / "
+            f"{pg['filtered_p95_ms']} ms)",
+            f"< 100 ms ({_met(max(pg['p95_ms'], pg['filtered_p95_ms']), 100, False)})",
+        ),
+    ]
 
 
 def update_readme(table: str) -> None:

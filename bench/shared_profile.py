@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import json
 import os
@@ -212,6 +213,7 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         servers = Servers(stack, Path(tmp))
         result = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "state_overhead": state_overhead(servers, args.photos),
             "concurrent_runs": concurrent_runs(servers, args.per_run, args.latency),
             "pgvector_latency": pgvector_latency(servers, args.vectors),

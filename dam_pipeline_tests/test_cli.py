@@ -184,3 +184,20 @@ def test_init_home_upgrades_its_own_old_dagster_yaml_and_leaves_yours(
     (home / "dagster.yaml").write_text(mine)
     ensure_dagster_home(settings)
     assert (home / "dagster.yaml").read_text() == mine
+
+
+def test_init_home_puts_the_instance_in_postgres_and_keeps_it_there(
+    settings: Settings, dam
+) -> None:
+    import yaml
+
+    url = "postgresql://dam:s3cret@db.internal:5432/dam"
+    ran = dam(settings, "init-home", "--postgres", url)
+    config = Path(ran.out.strip()) / "dagster.yaml"
+    storage = yaml.safe_load(config.read_text())["storage"]["postgres"]
+    # dagster-postgres speaks psycopg2; a bare postgresql:// now means psycopg 3 to SQLAlchemy
+    assert storage["postgres_url"] == "postgresql+psycopg2://dam:s3cret@db.internal:5432/dam"
+    assert config.stat().st_mode & 0o077 == 0  # it holds a password
+    dam(settings, "init-home")  # a later command without the URL leaves it alone
+    assert "postgresql+psycopg2://" in config.read_text()
+    assert dam(settings, "init-home", "--postgres", "mysql://x").code == 2
