@@ -100,11 +100,12 @@ class S3ObjectStore:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def put(self, data: bytes) -> str:
+        """One request: the key is the content's hash, so writing it again (another worker,
+        another partition) writes the same bytes; asking first would cost a second one."""
         digest = _digest(data)
-        if not self.has(digest):  # content-addressed: a second writer writes the same bytes
-            self.client.put_object(
-                Bucket=self.bucket, Key=self.key_for(digest), Body=data, ContentType="image/jpeg"
-            )
+        self.client.put_object(
+            Bucket=self.bucket, Key=self.key_for(digest), Body=data, ContentType="image/jpeg"
+        )
         return digest
 
     def has(self, digest: str | None) -> bool:

@@ -11,6 +11,7 @@ again: nothing is dropped.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner, CaptionerError, ImageInput
@@ -56,11 +57,17 @@ def _record(
     )
 
 
-def _image_input(store: ObjectStore, digest: str) -> ImageInput:
-    """A local file is opened by the captioner as far as it needs; an object elsewhere is
-    fetched once."""
-    path = store.local_path(digest)
-    return ImageInput(path=path) if path is not None else ImageInput(data=store.read_bytes(digest))
+FETCH_THREADS = 8
+
+
+def _image_inputs(store: ObjectStore, digests: list[str]) -> list[ImageInput]:
+    """A local file is opened by the captioner as far as it needs; objects elsewhere (S3)
+    are fetched once, a batch's requests in flight together."""
+    paths = [store.local_path(digest) for digest in digests]
+    if all(path is not None for path in paths):
+        return [ImageInput(path=path) for path in paths]
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        return [ImageInput(data=data) for data in pool.map(store.read_bytes, digests)]
 
 
 def caption_partition(
@@ -82,7 +89,7 @@ def caption_partition(
         bar = progress(len(missing), "captioning")
         for batch in batched(missing, captioner.batch_size):
             with timed(timing := {}, "model"):
-                results = captioner.caption_batch([_image_input(store, h) for h in batch])
+                results = captioner.caption_batch(_image_inputs(store, batch))
             model_seconds += timing["model"]
             fresh = {}
             for digest, result in zip(batch, results, strict=True):
