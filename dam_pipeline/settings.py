@@ -13,6 +13,8 @@ there, before any run starts, with one line naming the variable and what it acce
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -249,13 +251,14 @@ class Settings(BaseSettings):
     def pgvector_database_url(self) -> str:
         return self.pgvector_url.get_secret_value() or self.state_url.get_secret_value()
 
-    def open_state(self, s3_client: Any = None) -> PipelineState:
-        """Where manifests, the cache, the keyword index and normalized images live."""
+    def open_state(self, s3_client: Callable[[], Any] | None = None) -> PipelineState:
+        """Where manifests, the cache, the keyword index and normalized images live;
+        ``s3_client`` makes the object store's client (default: the AWS chain), when needed."""
         from dam_pipeline.sources import s3_client_from_env
         from dam_pipeline.state import PipelineState
 
-        if self.object_store and s3_client is None:
-            s3_client = s3_client_from_env(self.s3_endpoint_url, self.aws_region)
+        if s3_client is None:
+            s3_client = partial(s3_client_from_env, self.s3_endpoint_url, self.aws_region)
         layout = self.layout
         return PipelineState(
             manifests_dir=layout.manifests,

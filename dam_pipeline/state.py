@@ -14,6 +14,7 @@ disk, so runs of one library can go to many machines. The vector index is chosen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,7 +41,8 @@ class PipelineState:
     keywords_file: Path
     state_url: str = ""
     object_store_url: str = ""
-    s3_client: Any = None
+    s3_client: Callable[[], Any] | None = None
+    """Makes the S3 client of the object store, only if it is used (building one costs)."""
 
     @property
     def shared(self) -> bool:
@@ -61,7 +63,9 @@ class PipelineState:
     @cached_property
     def objects(self) -> ObjectStore:
         if self.object_store_url:
-            return S3ObjectStore(self.object_store_url, self.s3_client)
+            if self.s3_client is None:
+                raise ValueError("DAM_OBJECT_STORE is an S3 URL but no S3 client was given")
+            return S3ObjectStore(self.object_store_url, self.s3_client())
         return FolderObjectStore(self.objects_dir)
 
     def keyword_index(self, create: bool = True) -> KeywordIndex | None:

@@ -50,9 +50,8 @@ class StorageResource(dg.ConfigurableResource):
         return self.settings.layout
 
     def state(self) -> PipelineState:
-        return self.settings.open_state(
-            s3_client=self.s3.get_client() if self.settings.object_store else None
-        )
+        """Cheap to make: each store opens on first use, the S3 client only if needed."""
+        return self.settings.open_state(s3_client=self.s3.get_client)
 
     def object_store(self) -> ObjectStore:
         return self.state().objects
@@ -152,9 +151,7 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         if manifest is None:
             raise FileNotFoundError(
                 f"No {asset} manifest for partition {context.asset_partition_key}: "
-                "materialize the upstream asset "
-                f"{context.asset_key.to_user_string()} for partition "
-                f"{context.asset_partition_key} first"
+                f"materialize {context.asset_key.to_user_string()} for it first"
             )
         return manifest
 

@@ -63,10 +63,11 @@ def prefix_discovery_sensor(
 def upload_sensor(
     context: dg.SensorEvaluationContext, source: SourceResource, storage: StorageResource
 ) -> dg.SensorResult:
+    manifests = storage.state().manifests
     known = {
         key: {record.key: record.version for record in manifest}
         for key in context.instance.get_dynamic_partitions(image_prefixes.name)
-        if (manifest := storage.previous_manifest("raw_images", key)) is not None
+        if (manifest := manifests.read("raw_images", key)) is not None
     }
     budget = storage.settings.sensor_budget_seconds  # a tick lists this long (Dagster: 60 s)
     scan = scan_changes(source.open(), context.cursor, known, budget)
