@@ -8,7 +8,10 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from dam_pipeline.rate_limit import RateLimiter
 
 T = TypeVar("T")
 log = logging.getLogger("dam_pipeline")
@@ -39,15 +42,21 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
+    """How long the server asked to wait: ``retry-after-ms`` (OpenAI) or ``retry-after`` in
+    seconds (Groq, most others); None if it did not say (an HTTP date is not honoured)."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
         return None
-    value = headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) / scale
+        except ValueError:
+            continue
+    return None
 
 
 def call_with_retries(
@@ -58,10 +67,14 @@ def call_with_retries(
     max_delay: float = 30.0,
     transient: Callable[[BaseException], bool] = is_transient,
     sleep: Callable[[float], None] = time.sleep,
+    limiter: RateLimiter | None = None,
 ) -> T:
     """Run ``call``; on a transient error wait (Retry-After, else exponential with jitter)
-    and try again, up to ``attempts`` times in all."""
+    and try again, up to ``attempts`` times in all. With a ``limiter``, every attempt first
+    waits for its turn, and a 429 holds off everyone who shares the limit."""
     for attempt in range(1, attempts + 1):
+        if limiter is not None:
+            limiter.acquire()
         try:
             return call()
         except Exception as exc:
@@ -72,8 +85,12 @@ def call_with_retries(
                 delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (
                     0.5 + random.random() / 2
                 )
+            delay = min(delay, max_delay)
             log.warning(
                 "%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay
             )
-            sleep(min(delay, max_delay))
+            if limiter is not None and status_of(exc) == 429:
+                limiter.hold_off(delay)  # the key is over its limit for every run, not only us
+            else:
+                sleep(delay)
     raise AssertionError("unreachable")

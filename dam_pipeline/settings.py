@@ -12,6 +12,7 @@ there, before any run starts, with one line naming the variable and what it acce
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from functools import partial
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
     captioner_model: str = ""
     captioner_base_url: str = ""
     captioner_concurrency: Positive = 4
+    captioner_requests_per_minute: float = Field(default=0.0, ge=0.0)
+    """What all runs together may send to the remote captioner with one key (0: no shared
+    limit, each run retries on its own). Set it to the key's limit or just under it."""
     ocr: OcrMode = "auto"
     max_quarantine_share: Share = 0.1
 
@@ -265,6 +269,7 @@ class Settings(BaseSettings):
             objects_dir=layout.objects,
             cache_file=layout.cache,
             keywords_file=layout.keywords,
+            rate_limits_file=layout.rate_limits,
             state_url=self.state_url.get_secret_value(),
             object_store_url=self.object_store,
             s3_client=s3_client,
@@ -323,13 +328,25 @@ class Settings(BaseSettings):
     def build_captioner(self, api_key: str | None = None) -> Captioner:
         from dam_pipeline.captioning import build_captioner
 
+        key = api_key if api_key is not None else self.api_key(self.captioner)
+        limiter = None
+        if self.captioner != "local" and self.captioner_requests_per_minute > 0:
+            # One schedule per provider endpoint, model and key, shared by every run.
+            fingerprint = hashlib.sha256(key.encode()).hexdigest()[:12]
+            name = " ".join(
+                ("captioner", self.captioner, self.captioner_base_url, self.captioner_model)
+            )
+            limiter = self.open_state().rate_limiter(
+                f"{name} key:{fingerprint}", self.captioner_requests_per_minute
+            )
         return build_captioner(
             self.captioner,
             model=self.captioner_model,
-            api_key=api_key if api_key is not None else self.api_key(self.captioner),
+            api_key=key,
             base_url=self.captioner_base_url,
             concurrency=self.captioner_concurrency,
             ocr=self.ocr,
+            limiter=limiter,
         )
 
     def build_embedder(self) -> Embedder:
@@ -447,6 +464,11 @@ class DataLayout:
     @property
     def cache(self) -> Path:
         return self.root / "cache" / "content_cache.sqlite"
+
+    @property
+    def rate_limits(self) -> Path:
+        """Request schedules shared by the runs of this machine (``rate_limit``)."""
+        return self.root / "cache" / "rate_limits.sqlite"
 
     @property
     def keywords(self) -> Path:

@@ -6,6 +6,7 @@
 | content cache        | ``<data_dir>/cache`` SQLite     | Postgres ``dam_caption_cache`` / ...  |
 | keyword index        | ``<data_dir>/index`` SQLite FTS5| Postgres ``dam_keywords`` (tsvector)  |
 | normalized images    | ``<data_dir>/objects``          | ``DAM_OBJECT_STORE`` (S3)             |
+| request rate limits  | ``<data_dir>/cache`` SQLite     | Postgres ``dam_rate_limits``          |
 
 The shared profile (``DAM_STATE_URL`` + ``DAM_OBJECT_STORE``) keeps nothing on a worker's
 disk, so runs of one library can go to many machines. The vector index is chosen apart
@@ -24,6 +25,7 @@ from dam_pipeline.cache import ContentCache, PostgresContentCache, SqliteContent
 from dam_pipeline.imaging.object_store import FolderObjectStore, ObjectStore, S3ObjectStore
 from dam_pipeline.manifests import FolderManifestStore, ManifestStore, PostgresManifestStore
 from dam_pipeline.postgres import database
+from dam_pipeline.rate_limit import PostgresRateLimiter, RateLimiter, SqliteRateLimiter
 from dam_pipeline.retrieval.keyword_index import (
     KeywordIndex,
     PostgresKeywordIndex,
@@ -39,6 +41,7 @@ class PipelineState:
     objects_dir: Path
     cache_file: Path
     keywords_file: Path
+    rate_limits_file: Path
     state_url: str = ""
     object_store_url: str = ""
     s3_client: Callable[[], Any] | None = None
@@ -76,3 +79,9 @@ class PipelineState:
         if not create and not self.keywords_file.exists():
             return None
         return SqliteKeywordIndex(self.keywords_file)
+
+    def rate_limiter(self, name: str, requests_per_minute: float) -> RateLimiter:
+        """The request schedule ``name``, shared with every run that uses the same state."""
+        if self.state_url:
+            return PostgresRateLimiter(self.state_url, name, requests_per_minute)
+        return SqliteRateLimiter(self.rate_limits_file, name, requests_per_minute)

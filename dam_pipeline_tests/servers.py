@@ -197,3 +197,50 @@ def postgres_server(path: Path) -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user, timeout=60)
+
+
+class RateLimitedChat:
+    """A chat-completions provider with a request limit, for ``ScriptedHTTPServer``: at most
+    ``limit`` requests in any ``window`` seconds (a sliding window); beyond it 429 with
+    Retry-After and retry-after-ms (until the oldest request leaves the window), as Groq and
+    OpenAI answer. Accepted requests are answered after ``latency`` seconds."""
+
+    def __init__(self, limit: int, window: float, latency: float, caption: dict | None = None):
+        import collections
+        import threading
+
+        self.limit, self.window, self.latency = limit, window, latency
+        self.caption = caption or {"description": "A photograph.", "tags": ["photo"], "text": ""}
+        self.accepted: list[float] = []
+        self.refused = 0
+        self._recent: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, body: dict) -> tuple[int, dict, dict]:
+        import json
+        import math
+        import time
+
+        with self._lock:
+            now = time.monotonic()
+            while self._recent and self._recent[0] <= now - self.window:
+                self._recent.popleft()
+            if len(self._recent) >= self.limit:
+                self.refused += 1
+                wait = self._recent[0] + self.window - now
+                headers = {
+                    "retry-after": str(math.ceil(wait)),
+                    "retry-after-ms": str(math.ceil(wait * 1000)),
+                }
+                error = {"error": {"message": "Rate limit reached", "type": "requests"}}
+                return 429, error, headers
+            self._recent.append(now)
+            self.accepted.append(now)
+        time.sleep(self.latency)
+        return 200, chat_completion(json.dumps(self.caption), model=body["model"]), {}
+
+    def sustained_rate(self) -> float:
+        """Accepted requests a second, from the first to the last."""
+        if len(self.accepted) < 2:
+            return 0.0
+        return (len(self.accepted) - 1) / (self.accepted[-1] - self.accepted[0])

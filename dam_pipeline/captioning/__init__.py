@@ -6,6 +6,7 @@ from functools import cache
 
 from dam_pipeline.captioning.base import Caption, Captioner, CaptionerError, ImageInput
 from dam_pipeline.captioning.local import LocalCaptioner
+from dam_pipeline.rate_limit import RateLimiter
 
 __all__ = [
     "Caption",
@@ -26,20 +27,27 @@ def build_captioner(
     base_url: str = "",
     concurrency: int = 4,
     ocr: str = "auto",
+    limiter: RateLimiter | None = None,
 ) -> Captioner:
     """The captioner named by ``provider`` (``DAM_CAPTIONER``): ``local`` (offline
     classifier), ``groq`` (Llama-4-Scout) or ``openai`` (any OpenAI-compatible endpoint).
-    Built once per process and configuration."""
+    Built once per process and configuration; a remote one sends through ``limiter``."""
     if provider == "local":
         return LocalCaptioner(batch_size=batch_size, ocr=ocr)
     if provider == "groq":
         from dam_pipeline.captioning.groq_vision import DEFAULT_GROQ_VISION_MODEL, GroqCaptioner
 
         return GroqCaptioner(
-            api_key, model or DEFAULT_GROQ_VISION_MODEL, base_url or None, concurrency=concurrency
+            api_key,
+            model or DEFAULT_GROQ_VISION_MODEL,
+            base_url or None,
+            concurrency=concurrency,
+            limiter=limiter,
         )
     if provider == "openai":
         from dam_pipeline.captioning.openai_compatible import OpenAICompatibleCaptioner
 
-        return OpenAICompatibleCaptioner(model, base_url or None, api_key, concurrency=concurrency)
+        return OpenAICompatibleCaptioner(
+            model, base_url or None, api_key, concurrency=concurrency, limiter=limiter
+        )
     raise ValueError(f"Unknown captioner {provider!r}: set DAM_CAPTIONER to local, groq or openai.")

@@ -4,7 +4,8 @@ One prompt and one strict parser for every provider; a provider only says how to
 request (``GroqCaptioner`` through the official ``groq`` client, ``OpenAICompatibleCaptioner``
 through ``openai`` for OpenAI, Ollama, vLLM ...). Requests run with bounded concurrency and
 retries with backoff; an image that still fails becomes a ``CaptionerError`` result, so the
-stage records it and the next run tries it again.
+stage records it and the next run tries it again. Runs that share a key share one request
+rate (``dam_pipeline.rate_limit``), so together they stay under the provider's limit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from dam_pipeline.captioning.base import Caption, CaptionerError, ImageInput, as_inputs
+from dam_pipeline.rate_limit import RateLimiter
 from dam_pipeline.retry import call_with_retries, is_transient
 from dam_pipeline.text import redact
 
@@ -85,9 +87,16 @@ class ChatVisionCaptioner:
     client: Any
 
     def __init__(
-        self, model: str, concurrency: int = 4, attempts: int = 5, base_delay: float = 1.0
+        self,
+        model: str,
+        concurrency: int = 4,
+        attempts: int = 5,
+        base_delay: float = 1.0,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.model = model
+        self.limiter = limiter
+        """The request rate shared with every run captioning with the same key."""
         self.batch_size = max(1, concurrency) * 2
         self.attempts = attempts
         self.base_delay = base_delay
@@ -114,6 +123,7 @@ class ChatVisionCaptioner:
             f"{self.provider} caption",
             attempts=self.attempts,
             base_delay=self.base_delay,
+            limiter=self.limiter,
             transient=lambda exc: isinstance(exc, MalformedCaption) or is_transient(exc),
         )
 
