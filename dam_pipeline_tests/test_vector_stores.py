@@ -90,6 +90,89 @@ def test_the_index_refuses_another_model_or_dimension(store) -> None:
     assert store.binding() is None and store.count() == 0
 
 
+def _alike(count: int, seed: int) -> np.ndarray:
+    """Unit vectors that all lean one way, as caption embeddings of photos do."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(count, DIM)) * 0.6 + np.linspace(1, 2, DIM)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _copies(vector: np.ndarray, count: int, dates: list[int]) -> list[VectorRecord]:
+    return [
+        VectorRecord(
+            id=f"copy-{i:03d}",
+            vector=vector,
+            document="the same photo",
+            metadata={"partition": "copies", "key": f"copies/{i}.jpg", "date_ts": dates[i]},
+        )
+        for i in range(count)
+    ]
+
+
+def test_many_identical_vectors_hide_nothing(store) -> None:
+    """150 copies of one photo indexed after 20 others: exact search finds each of the 20 by
+    its own vector, and so must the store (HNSW graphs lose nodes around large groups of
+    identical points); the copies themselves all come back, filters included."""
+    store.ensure_compatible("test/model", DIM)
+    vectors = _alike(21, seed=7)
+    others = [
+        VectorRecord(f"other-{i:02d}", v, f"photo {i}", {"partition": "p", "key": f"p/{i}.jpg"})
+        for i, v in enumerate(vectors[:20])
+    ]
+    store.upsert(others)
+    dates = [1_600_000_000 + i * 86_400 for i in range(150)]  # one a day: not all alike
+    store.upsert(_copies(vectors[20], 150, dates))
+    assert store.count() == 170
+    found = [store.query(r.vector, top_k=1)[0].id == r.id for r in others]
+    assert sum(found) == 20
+    in_p = StoreFilter(partitions=("p",))
+    assert sum(store.query(r.vector, top_k=1, where=in_p)[0].id == r.id for r in others) == 20
+
+    hits = store.query(vectors[20], top_k=200)
+    assert sorted(h.id for h in hits[:150]) == [f"copy-{i:03d}" for i in range(150)]
+    assert all(h.score == pytest.approx(1.0, abs=1e-4) for h in hits[:150])
+    assert all(set(h.metadata) == {"partition", "key", "date_ts"} for h in hits[:150])
+    late = StoreFilter(partitions=("copies",), date_from=dates[140])  # the first copy is older
+    assert sorted(h.id for h in store.query(vectors[20], top_k=50, where=late)) == [
+        f"copy-{i:03d}" for i in range(140, 150)
+    ]
+    assert len(store.list_partition("copies")) == 150
+
+    store.delete([f"copy-{i:03d}" for i in range(0, 150, 2)], "copies")  # the first one too
+    assert store.count() == 95
+    left = store.query(vectors[20], top_k=200)
+    assert sorted(h.id for h in left[:75]) == [f"copy-{i:03d}" for i in range(1, 150, 2)]
+    vector, meta, _ = store.fetch([("copy-149", "copies")])["copy-149"]
+    assert np.allclose(vector, vectors[20], atol=1e-5) and meta["key"] == "copies/149.jpg"
+
+
+def test_chroma_keeps_one_of_identical_vectors_searchable(tmp_path) -> None:
+    """How Chroma holds the copies: per partition, the smallest id of a group of identical
+    vectors in the searched collection, the rest beside it; a changed vector leaves its group."""
+    store = ChromaVectorStore("groups", path=tmp_path / "chroma")
+    v, w = _alike(2, seed=3)
+    group = _copies(v, 5, [0] * 5)
+    store.upsert(group)
+    store.upsert(group)  # again: nothing moves
+    elsewhere = VectorRecord("copy-x", v, "", {"partition": "other", "key": "other/x.jpg"})
+    store.upsert([elsewhere])  # the same vector in another partition is its own group
+    assert sorted(store.collection.get()["ids"]) == ["copy-000", "copy-x"]
+    assert store.copies.count() == 4 and store.count() == 6
+
+    moved = VectorRecord("copy-000", w, "", group[0].metadata)  # the representative changes
+    store.upsert([moved])
+    assert sorted(store.collection.get()["ids"]) == ["copy-000", "copy-001", "copy-x"]
+    in_copies = StoreFilter(partitions=("copies",))
+    assert [h.id for h in store.query(w, top_k=1, where=in_copies)] == ["copy-000"]
+    hits = store.query(v, top_k=10, where=in_copies)
+    assert sorted(h.id for h in hits[:4]) == ["copy-001", "copy-002", "copy-003", "copy-004"]
+    assert [h.id for h in hits[4:]] == ["copy-000"] and hits[4].score < 0.999
+    store.delete(["copy-001", "copy-002", "copy-003"], "copies")
+    assert store.copies.count() == 0 and store.count() == 3
+    store.reset()
+    assert store.count() == 0
+
+
 def test_pinecone_batches_within_request_limits() -> None:
     with PineconeIndexServer(DIM) as server:
         store = PineconeVectorStore(api_key="pc-test", host=server.url)

@@ -1,9 +1,25 @@
-"""ChromaDB: embedded (a folder, the default) or a shared server (``chroma run``)."""
+"""ChromaDB: embedded (a folder, the default) or a shared server (``chroma run``).
+
+Identical vectors are kept out of the search graph. Chroma's HNSW links each node to its
+nearest neighbours; many copies of one vector (the same photo under 150 names) are each
+other's nearest at distance 0, fill every neighbour list of the group and cut the links
+that lead out of it and into it, so the rest of the index becomes unreachable from there:
+measured, 20 distinct photos indexed before 150 copies of another were found 0 times out
+of 20 by their own vectors. Raising ``ef_search`` does not help; more neighbours per node
+only moves the threshold.
+
+So in each partition only one record of a group of identical vectors (the smallest id) is
+in the searched collection; the others wait in a second collection (``<name>_copies``,
+never searched by vector) pointing to it, and a hit on the representative brings its copies
+with the same score. To callers every object is still one record with its own id.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +33,25 @@ from dam_pipeline.vector_stores.base import (
 )
 
 PAGE_SIZE = 1000
+COPIES_SUFFIX = "_copies"
+GROUP, COPY_OF, HAS_COPIES = "dam_vector_group", "dam_copy_of", "dam_has_copies"
+"""Bookkeeping keys in the stored metadata; callers never see them."""
+INTERNAL = (GROUP, COPY_OF, HAS_COPIES)
+
+
+def vector_group(partition: str, vector: np.ndarray) -> str:
+    """Records of one partition with exactly this vector form one group."""
+    raw = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+    return hashlib.sha1(partition.encode() + b"\0" + raw).hexdigest()
+
+
+def _public(meta: Metadata | None) -> Metadata:
+    return {k: v for k, v in (meta or {}).items() if k not in INTERNAL}
+
+
+def _chunks(items: Sequence[Any], size: int = PAGE_SIZE) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _client(path: Path | None, url: str | None):
@@ -44,9 +79,7 @@ class ChromaVectorStore:
         try:
             self.client = _client(path, url)
             self.collection_name = collection
-            self.collection = self.client.get_or_create_collection(
-                collection, metadata={"hnsw:space": "cosine"}, embedding_function=None
-            )
+            self._open_collections()
         except Exception as exc:
             if not url:
                 raise
@@ -55,6 +88,15 @@ class ChromaVectorStore:
                 "(`chroma run --path … --port …`) or fix DAM_CHROMA_URL."
             ) from None
         self.location = url or str(path)
+
+    def _open_collections(self) -> None:
+        def open_(name: str):
+            return self.client.get_or_create_collection(
+                name, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            )
+
+        self.collection = open_(self.collection_name)
+        self.copies = open_(self.collection_name + COPIES_SUFFIX)
 
     def ensure_compatible(self, embedder: str, dimension: int) -> None:
         meta = dict(self.collection.metadata or {})
@@ -77,36 +119,125 @@ class ChromaVectorStore:
             return None
         return str(meta["embedder"]), int(meta["dimension"])
 
+    # Writing: every write regroups the groups it touches.
+
     def upsert(self, records: Sequence[VectorRecord]) -> None:
-        step = self.client.get_max_batch_size()
-        for start in range(0, len(records), step):
-            batch = records[start : start + step]
-            self.collection.upsert(
-                ids=[r.id for r in batch],
-                embeddings=np.stack([r.vector for r in batch]).astype(np.float32),
-                documents=[r.document for r in batch],
-                metadatas=[r.metadata for r in batch],
-            )
+        for batch in _chunks(records, self.client.get_max_batch_size()):
+            self._regroup(list(batch), [])
 
     def delete(self, ids: Sequence[str], partition: str = "") -> None:
-        ids = list(ids)
-        for start in range(0, len(ids), PAGE_SIZE):
-            self.collection.delete(ids=ids[start : start + PAGE_SIZE])
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            self._regroup([], list(chunk))
+
+    def _stored(self, collection, **query: Any) -> dict[str, Metadata]:
+        got = collection.get(include=["metadatas"], **query)
+        return {
+            id_: meta or {} for id_, meta in zip(got["ids"], got["metadatas"] or [], strict=True)
+        }
+
+    def _regroup(self, incoming: list[VectorRecord], removed: list[str]) -> None:
+        """Write ``incoming``, remove ``removed``, and leave every group they touch with its
+        smallest id searchable and the rest as its copies."""
+        written = {r.id: r for r in incoming}
+        changed = list(written) + removed
+        dropped = set(removed)
+        any_copies = self.copies.count() > 0  # the usual case: none, and nothing to look up
+        before_main = self._stored(self.collection, ids=changed) if changed else {}
+        before_copies = self._stored(self.copies, ids=changed) if changed and any_copies else {}
+        new_group = {
+            r.id: vector_group(str(r.metadata.get("partition", "")), r.vector) for r in incoming
+        }
+        groups = set(new_group.values()) | {
+            meta[GROUP]
+            for meta in (*before_main.values(), *before_copies.values())
+            if meta.get(GROUP)
+        }
+        # The other members of those groups, wherever they are now.
+        where_main: dict[str, Metadata] = {}
+        where_copies: dict[str, Metadata] = {}
+        for chunk in _chunks(sorted(groups)):
+            condition = {GROUP: {"$in": list(chunk)}}
+            where_main.update(self._stored(self.collection, where=condition))
+            if any_copies:
+                where_copies.update(self._stored(self.copies, where=condition))
+        members: dict[str, set[str]] = {group: set() for group in groups}
+        for id_, meta in (*where_main.items(), *where_copies.items()):
+            if id_ not in written and id_ not in dropped:
+                members.setdefault(meta[GROUP], set()).add(id_)
+        for id_, group in new_group.items():
+            members[group].add(id_)
+        representative = {id_: min(ids) for ids in members.values() if ids for id_ in ids}
+
+        def wanted(id_: str, meta: Metadata, group: str) -> tuple[bool, Metadata]:
+            rep = representative[id_]
+            out = {**_public(meta), GROUP: group}
+            if rep == id_:
+                out[HAS_COPIES] = len(members[group]) > 1
+            else:
+                out[COPY_OF] = rep
+            return rep == id_, out
+
+        to_main: list[tuple[str, Any, str, Metadata]] = []
+        to_copies: list[tuple[str, Any, str, Metadata]] = []
+        for record in incoming:
+            searchable, meta = wanted(record.id, record.metadata, new_group[record.id])
+            row = (record.id, record.vector, record.document, meta)
+            (to_main if searchable else to_copies).append(row)
+        # Members not written now move only if their role or bookkeeping changed.
+        moving = []
+        for id_, meta in (*where_main.items(), *where_copies.items()):
+            if id_ in written or id_ in dropped:
+                continue
+            searchable, target = wanted(id_, meta, meta[GROUP])
+            if (id_ in where_main) != searchable or any(
+                meta.get(key) != target.get(key) for key in INTERNAL
+            ):
+                moving.append((id_, searchable, target))
+        if moving:
+            full = self._fetch_raw([id_ for id_, _, _ in moving])
+            for id_, searchable, target in moving:
+                vector, _, document = full[id_]
+                (to_main if searchable else to_copies).append((id_, vector, document, target))
+
+        gone_from_main = dropped & set(before_main) | {
+            id_ for id_, *_ in to_copies if id_ in before_main or id_ in where_main
+        }
+        gone_from_copies = dropped & set(before_copies) | {
+            id_ for id_, *_ in to_main if id_ in before_copies or id_ in where_copies
+        }
+        for collection, rows in ((self.collection, to_main), (self.copies, to_copies)):
+            if rows:
+                collection.upsert(
+                    ids=[r[0] for r in rows],
+                    embeddings=np.stack([np.asarray(r[1]) for r in rows]).astype(np.float32),
+                    documents=[r[2] for r in rows],
+                    metadatas=[r[3] for r in rows],
+                )
+        for collection, ids in ((self.collection, gone_from_main), (self.copies, gone_from_copies)):
+            if ids:
+                collection.delete(ids=sorted(ids))
+
+    # Reading: copies come with their representative.
 
     def list_partition(self, partition: str) -> dict[str, Metadata]:
         found: dict[str, Metadata] = {}
-        offset = 0
-        while True:
-            page = self.collection.get(
-                where={"partition": partition},
-                include=["metadatas"],
-                limit=PAGE_SIZE,
-                offset=offset,
-            )
-            found.update(zip(page["ids"], page["metadatas"] or [], strict=True))
-            if len(page["ids"]) < PAGE_SIZE:
-                return found
-            offset += PAGE_SIZE
+        for collection in (self.collection, self.copies):
+            offset = 0
+            while True:
+                page = collection.get(
+                    where={"partition": partition},
+                    include=["metadatas"],
+                    limit=PAGE_SIZE,
+                    offset=offset,
+                )
+                found.update(
+                    (id_, _public(meta))
+                    for id_, meta in zip(page["ids"], page["metadatas"] or [], strict=True)
+                )
+                if len(page["ids"]) < PAGE_SIZE:
+                    break
+                offset += PAGE_SIZE
+        return found
 
     def query(
         self, vector: np.ndarray, top_k: int, where: StoreFilter | None = None
@@ -114,10 +245,19 @@ class ChromaVectorStore:
         total = self.collection.count()
         if total == 0 or top_k <= 0:
             return []
+        hits = self._search(vector, min(top_k, total), where.where() if where else None)
+        if self.copies.count():
+            hits = self._with_copies(vector, hits, top_k, where)
+        return [
+            VectorHit(id=h.id, score=h.score, document=h.document, metadata=_public(h.metadata))
+            for h in hits[:top_k]
+        ]
+
+    def _search(self, vector: np.ndarray, n: int, where: dict | None) -> list[VectorHit]:
         result = self.collection.query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)],
-            n_results=min(top_k, total),
-            where=where.where() if where else None,
+            n_results=n,
+            where=where,
             include=["metadatas", "documents", "distances"],
         )
         return [
@@ -131,26 +271,62 @@ class ChromaVectorStore:
             )
         ]
 
+    def _with_copies(
+        self, vector: np.ndarray, hits: list[VectorHit], top_k: int, where: StoreFilter | None
+    ) -> list[VectorHit]:
+        """Each representative's copies that match the filter, with its score. A date filter
+        may exclude a representative whose copies match (copies of one photo can differ in
+        date): representatives with copies are then searched by partition alone too."""
+        by_id = {h.id: h for h in hits}
+        if where is not None and (where.date_from is not None or where.date_to is not None):
+            grouped = StoreFilter(partitions=where.partitions).conditions()
+            condition = {"$and": [*grouped, {HAS_COPIES: True}]} if grouped else {HAS_COPIES: True}
+            for hit in self._search(vector, top_k, condition):
+                by_id.setdefault(hit.id, hit)
+        reps = [h for h in by_id.values() if h.metadata.get(HAS_COPIES)]
+        found = [h for h in by_id.values() if h.id in {x.id for x in hits}]
+        if reps:
+            conditions = [{COPY_OF: {"$in": [h.id for h in reps]}}]
+            if where is not None:
+                conditions += where.conditions()
+            copy_where = conditions[0] if len(conditions) == 1 else {"$and": conditions}
+            got = self.copies.get(where=copy_where, include=["metadatas", "documents"])
+            score = {h.id: h.score for h in reps}
+            found += [
+                VectorHit(id=id_, score=score[meta[COPY_OF]], document=doc or "", metadata=meta)
+                for id_, meta, doc in zip(
+                    got["ids"], got["metadatas"], got["documents"], strict=True
+                )
+            ]
+        return sorted(found, key=lambda h: (-h.score, h.id))
+
+    def _fetch_raw(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, Metadata, str]]:
+        out: dict[str, tuple[np.ndarray, Metadata, str]] = {}
+        for collection in (self.collection, self.copies):
+            wanted = [id_ for id_ in ids if id_ not in out]
+            for chunk in _chunks(wanted):
+                got = collection.get(
+                    ids=list(chunk), include=["embeddings", "metadatas", "documents"]
+                )
+                for id_, vector, meta, doc in zip(
+                    got["ids"], got["embeddings"], got["metadatas"], got["documents"], strict=True
+                ):
+                    out[id_] = (np.asarray(vector, dtype=np.float32), meta or {}, doc or "")
+        return out
+
     def fetch(
         self, items: Sequence[tuple[str, str]]
     ) -> dict[str, tuple[np.ndarray, Metadata, str]]:
         if not items:
             return {}
-        ids = list(dict.fromkeys(vector_id for vector_id, _ in items))
-        got = self.collection.get(ids=ids, include=["embeddings", "metadatas", "documents"])
-        return {
-            id_: (np.asarray(vector, dtype=np.float32), meta or {}, doc or "")
-            for id_, vector, meta, doc in zip(
-                got["ids"], got["embeddings"], got["metadatas"], got["documents"], strict=True
-            )
-        }
+        raw = self._fetch_raw(list(dict.fromkeys(vector_id for vector_id, _ in items)))
+        return {id_: (vector, _public(meta), doc) for id_, (vector, meta, doc) in raw.items()}
 
     def count(self) -> int:
-        return self.collection.count()
+        return self.collection.count() + self.copies.count()
 
     def reset(self) -> None:
         """Drop every vector (and the model binding): the way to re-index from scratch."""
         self.client.delete_collection(self.collection_name)
-        self.collection = self.client.get_or_create_collection(
-            self.collection_name, metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
+        self.client.delete_collection(self.collection_name + COPIES_SUFFIX)
+        self._open_collections()
