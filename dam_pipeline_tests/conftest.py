@@ -41,6 +41,32 @@ def write_library(root: Path, files: dict[str, bytes | str]) -> None:
         target.write_bytes(jpeg_bytes(photo(content)) if isinstance(content, str) else content)
 
 
+# The order files are handed to the two xdist workers (xdist's own reordering is off in
+# setup.cfg); the rest follow in collection order. The files that start many processes
+# (daemons, run workers, `dam` commands) are spread out so that they seldom run at the same
+# time, each beside files that mostly compute in-process: together on two cores they took
+# twice as long. Times measured with `pytest --durations=0`.
+RUN_ORDER = (
+    "test_daemon.py",  # ~60 s
+    "test_pipeline.py",
+    "test_s3_source.py",
+    "test_web.py",
+    "test_incremental.py",
+    "test_shared_daemon.py",  # ~45 s
+    "test_search.py",
+    "test_cli.py",
+    "test_shared_profile.py",  # ~35 s
+    "test_adversarial.py",
+    "test_docs.py",
+    "test_bench_smoke.py",  # ~35 s
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(RUN_ORDER)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(autouse=True)
 def environment_is_restored() -> Iterator[None]:
     """Tests change the configuration in the environment through monkeypatch only: what a
@@ -251,14 +277,27 @@ class IngestedLibrary:
 
 @pytest.fixture(scope="session")
 def shared_library(tmp_path_factory) -> IngestedLibrary:
-    """The demo library (what `make demo` builds) plus a few awkward files, ingested once.
-    Read-only: tests that change a library make their own."""
-    data = tmp_path_factory.mktemp("shared") / "data"
+    """The demo library (what `make demo` builds) plus a few awkward files, ingested once
+    for the whole session: the first xdist worker that needs it builds it, the other reads
+    it. Read-only: tests that change a library make their own."""
+    import json
+
+    from dam_pipeline.locks import exclusive
+
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        session = session.parent  # the folder every worker of this session shares
+    root = session / "shared_library"
+    data = root / "data"
     settings = Settings(data_dir=data, dagster_home=data / "dagster_home", workers=2)
-    write_library(settings.layout.library, SHARED_EXTRAS)
-    build_demo_library(settings.layout.library)
-    with dg.instance_for_test() as instance:
-        return IngestedLibrary(settings, ingest(settings, instance))
+    built = root / "results.json"
+    with exclusive(root / "build.lock", "the shared test library"):
+        if not built.exists():
+            write_library(settings.layout.library, SHARED_EXTRAS)
+            build_demo_library(settings.layout.library)
+            with dg.instance_for_test() as instance:
+                built.write_text(json.dumps(ingest(settings, instance)))
+    return IngestedLibrary(settings, json.loads(built.read_text()))
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Embed once, reuse forever; the index always equals what the source holds, even across a
-multi-process deployment and a run killed with SIGKILL."""
+"""Embed once, reuse forever; the index always equals what the source holds, with a served
+index and across a run killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import dagster as dg
 from PIL import Image
 
 from dam_pipeline.api import search
-from dam_pipeline.defs.jobs import register_prefixes
 from dam_pipeline.keys import vector_id
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import ingest, jpeg_bytes, photo, upload, write_library
@@ -61,10 +60,10 @@ def test_changing_one_object_recomputes_only_that_object(settings: Settings, ins
     assert result["vector_index"]["upserted"] == 1 and result["vector_index"]["unchanged"] == 5
 
 
-def test_multiprocess_executor_with_a_chroma_server_and_s3(
-    s3_settings: Settings, monkeypatch, tmp_path
-) -> None:
-    """Each step in its own process, all writing to one Chroma server, reading from S3."""
+def test_ingest_into_a_chroma_server_from_s3(s3_settings: Settings, tmp_path) -> None:
+    """The pipeline with a served index: the vectors live in the `chroma run` server, not in
+    the data directory. (Runs whose steps share no disk at all are the shared profile's
+    proof, test_shared_profile.)"""
     upload(
         s3_settings,
         {"trip/cat.jpg": "chelsea", "trip/coffee.jpg": "coffee", "trip/rocket.jpg": "rocket"},
@@ -73,28 +72,11 @@ def test_multiprocess_executor_with_a_chroma_server_and_s3(
         chroma_server(tmp_path / "chroma-server") as chroma_url,
         dg.instance_for_test() as instance,
     ):
-        env = {
-            "DAM_DATA_DIR": str(s3_settings.data_dir),
-            "DAM_SOURCE": s3_settings.source,
-            "DAM_CHROMA_URL": chroma_url,
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        register_prefixes(instance, s3_settings.open_source())
-        from dam_pipeline_tests import multiprocess_job
-
-        result = dg.execute_job(
-            dg.reconstructable(multiprocess_job.ingest_job),
-            instance=instance,
-            tags={"dagster/partition": "trip"},
-        )
-        assert result.success
-        starts = [e for e in result.all_events if e.event_type_value == "STEP_START"]
-        assert len(starts) == 5  # the five assets
-        assert len({event.pid for event in starts}) == len(starts)  # each in its own process
-        served = Settings.from_env()
-        assert served.chroma_url == chroma_url
+        served = s3_settings.replace(chroma_url=chroma_url)
+        result = ingest(served, instance)
+        assert result["trip"]["vector_index"]["upserted"] == 3
         assert served.open_vector_store().count() == 3
+        assert not served.layout.chroma.exists()
         assert search("a cup of coffee", settings=served)[0].key == "trip/coffee.jpg"
 
 
