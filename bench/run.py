@@ -369,8 +369,9 @@ def shared_profile_rows(shared: dict | None) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 f"4 runs captioning through one key limited to {limit['allowed_per_minute']} "
-                "requests a minute (429 + Retry-After), shared limit set to 95% of it: "
-                "share of the allowed rate sent, 429s, images indexed (each run alone)",
+                f"requests a minute (enforced over {limit['enforced_over_seconds']:g} s, 429 + "
+                "Retry-After), shared limit at 95% of it: share of the limit sent, 429s, "
+                "images indexed (each run alone)",
                 f"{together['share_of_allowed']:.0%}, {together['refused_429']} × 429, "
                 f"{together['indexed']}/{together['images']} ({alone['share_of_allowed']:.0%}, "
                 f"{alone['refused_429']} × 429, {alone['indexed']}/{alone['images']})",
