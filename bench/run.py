@@ -49,7 +49,7 @@ MODES = {
         "sizes": [1000, 10000, 100000],
         "large_side": 9000,
         "partitions": 20,
-        "shared": {"photos": 120, "per_run": 150, "latency": 0.3, "vectors": 100_000},
+        "shared": {"photos": 120, "per_run": 300, "latency": 0.3, "vectors": 100_000},
     },
 }
 TARGETS = {
