@@ -284,7 +284,7 @@ class ChromaVectorStore:
             for hit in self._search(vector, top_k, condition):
                 by_id.setdefault(hit.id, hit)
         reps = [h for h in by_id.values() if h.metadata.get(HAS_COPIES)]
-        found = [h for h in by_id.values() if h.id in {x.id for x in hits}]
+        found = list(hits)  # representatives found under the whole filter
         if reps:
             conditions = [{COPY_OF: {"$in": [h.id for h in reps]}}]
             if where is not None:
