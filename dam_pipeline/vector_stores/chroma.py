@@ -196,6 +196,8 @@ class ChromaVectorStore:
         if moving:
             full = self._fetch_raw([id_ for id_, _, _ in moving])
             for id_, searchable, target in moving:
+                if id_ not in full:  # deleted meanwhile by another writer of a served index
+                    continue
                 vector, _, document = full[id_]
                 (to_main if searchable else to_copies).append((id_, vector, document, target))
 
