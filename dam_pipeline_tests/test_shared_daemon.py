@@ -17,6 +17,7 @@ import dam_pipeline
 from dam_pipeline_tests.deployment import Deployment, deployment, finished, state_left_on_disk
 from dam_pipeline_tests.servers import ScriptedHTTPServer, chat_completion
 from dam_pipeline_tests.test_daemon import dagster_cli
+from dam_pipeline_tests.test_embedders import titan_handler
 from dam_pipeline_tests.test_shared_profile import CAPTION, remote_captioner
 
 PROJECT = Path(dam_pipeline.__file__).resolve().parent.parent
@@ -26,10 +27,18 @@ BACKFILL = {f"batch {i}/photo.jpg": "astronaut" for i in range(6)}
 
 @pytest.fixture
 def llm() -> Iterator[ScriptedHTTPServer]:
-    """A vision model that answers at once (no torch in the run workers)."""
+    """A vision model that answers at once."""
     with ScriptedHTTPServer(
         lambda method, path, body: (200, chat_completion(CAPTION), {})
     ) as server:
+        yield server
+
+
+@pytest.fixture
+def bedrock() -> Iterator[ScriptedHTTPServer]:
+    """Titan multimodal embeddings over Bedrock's protocol: with the remote captioner, the
+    run workers never import torch (each run is a fresh process)."""
+    with ScriptedHTTPServer(titan_handler) as server:
         yield server
 
 
@@ -42,9 +51,15 @@ def shared(tmp_path_factory, s3_endpoint: str, postgres_url: str) -> Iterator[De
 
 @pytest.mark.slow
 def test_a_backfill_through_the_daemon_on_the_postgres_instance(
-    shared: Deployment, llm: ScriptedHTTPServer
+    shared: Deployment, llm: ScriptedHTTPServer, bedrock: ScriptedHTTPServer
 ) -> None:
-    env = shared.env(DAM_SENSOR_INTERVAL_SECONDS="3600", **remote_captioner(llm.url))
+    env = shared.env(
+        DAM_SENSOR_INTERVAL_SECONDS="3600",
+        DAM_EMBEDDER="bedrock-titan",
+        DAM_EMBEDDING_DIMENSION="256",
+        DAM_BEDROCK_ENDPOINT_URL=bedrock.url,
+        **remote_captioner(llm.url),
+    )
     finished(shared.dam(env, "prefixes"))  # registers the partitions in Postgres
     partitions = sorted({key.split("/")[0] for key in BACKFILL})
     log_path = Path(env["DAM_DATA_DIR"]).parent / "daemon.log"
