@@ -128,8 +128,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=60, help="timed queries of each kind")
     args = parser.parse_args()
-    args.json.write_text(json.dumps([measure(n) for n in args.sizes], indent=2))
+    args.json.write_text(json.dumps([measure(n, args.repeats) for n in args.sizes], indent=2))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ MODES = {
         "images": 24,
         "naive": 6,
         "sizes": [1000, 10000],
+        "latency_repeats": 20,
         "large_side": 4000,
         "partitions": 5,
         "shared": None,  # the shared-profile bench starts Postgres: full mode only
@@ -47,6 +48,7 @@ MODES = {
         "images": 2000,
         "naive": 20,
         "sizes": [1000, 10000, 100000],
+        "latency_repeats": 60,
         "large_side": 9000,
         "partitions": 20,
         "shared": {"photos": 120, "per_run": 300, "latency": 0.3, "vectors": 100_000},
@@ -145,6 +147,8 @@ def run(
         "bench.query_latency",
         "--sizes",
         *map(str, config["sizes"]),
+        "--repeats",
+        str(config["latency_repeats"]),
         "--json",
         str(work / "latency.json"),
     )
