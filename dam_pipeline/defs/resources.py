@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner
@@ -44,14 +45,18 @@ class StorageResource(dg.ConfigurableResource):
 
     settings: dg.ResourceDependency[Settings]
     s3: S3Resource
+    _state: PipelineState | None = PrivateAttr(default=None)
 
     @property
     def layout(self) -> DataLayout:
         return self.settings.layout
 
     def state(self) -> PipelineState:
-        """Cheap to make: each store opens on first use, the S3 client only if needed."""
-        return self.settings.open_state(s3_client=self.s3.get_client)
+        """One per resource instance (a run, a sensor tick): each store opens on first use,
+        the S3 client of the object store only if it is used, and then once."""
+        if self._state is None:
+            self._state = self.settings.open_state(s3_client=self.s3.get_client)
+        return self._state
 
     def object_store(self) -> ObjectStore:
         return self.state().objects
