@@ -389,6 +389,22 @@ class Settings(BaseSettings):
             pgvector_url=self.pgvector_database_url,
         )
 
+    def provider_libraries(self) -> list[str]:
+        """The heavy libraries the configured providers import on first use. A warm parent
+        of run workers imports them once (``defs/run_workers.py``) so that no run does."""
+        libraries = ["PIL.Image", "numpy"]
+        if self.captioner == "local":
+            libraries.append("dam_pipeline.captioning.efficientnet_lite")  # torch
+        if self.embedder == "sentence-transformers":
+            libraries.append("sentence_transformers")
+        if self.vector_store == "chroma":
+            libraries.append("chromadb")
+        elif self.vector_store == "pgvector" or self.state_url.get_secret_value():
+            libraries.append("psycopg")
+        if self.source.startswith("s3://") or self.object_store.startswith("s3://"):
+            libraries.append("boto3")
+        return libraries
+
     @property
     def embedded_index(self) -> bool:
         """An embedded Chroma folder: one writer at a time (a server or Pinecone takes many)."""

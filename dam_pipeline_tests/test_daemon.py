@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 
 import dam_pipeline
 from dam_pipeline import api
 from dam_pipeline.cli import ensure_dagster_home
+from dam_pipeline.defs.run_launcher import WORKER_TAG
 from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import upload
@@ -28,7 +30,8 @@ from dam_pipeline_tests.conftest import upload
 PROJECT = Path(dam_pipeline.__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 300
-DONE = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+CANCELED = dg.DagsterRunStatus.CANCELED
+DONE = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, CANCELED)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -95,6 +98,14 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
         upload(s3_settings, {"holiday/cat on the sofa.jpg": "chelsea"})
         first = wait_for("a run for the upload", lambda: ingest_runs()[:1], log_path)[0]
         pid = wait_for("the run worker", lambda: worker_pid(instance, first.run_id), log_path)
+        wait_for(  # the start event is stored a moment before the run's status changes
+            "the run started",
+            lambda: instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.STARTED,
+            log_path,
+        )
+        # it was forked from the launcher's warm parent, not spawned by the code server
+        assert WORKER_TAG in instance.get_run_by_id(first.run_id).tags, _tail(log_path)
+        assert "dam_pipeline.defs.run_workers" in " ".join(psutil.Process(pid).cmdline())
         os.kill(pid, signal.SIGKILL)
         # 2. Run monitoring notices the dead worker and fails the run: the queue moves on.
         failed = wait_for(
@@ -142,16 +153,28 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
             assert query.status == dg.DagsterRunStatus.SUCCESS, _tail(log_path)
             statuses = sorted(instance.get_run_by_id(r.run_id).status.value for r in new())
             assert statuses == ["QUEUED", "STARTED", "STARTED"]
-        wait_for("the three ingest runs", lambda: all(r.status in DONE for r in new()), log_path)
-        assert {r.status for r in new()} == {dg.DagsterRunStatus.SUCCESS}
+            # 5. Terminating a waiting run, as the UI's button does from another process,
+            # interrupts its forked worker: the run ends canceled and frees its slot.
+            waiting = next(r for r in new() if r.status == dg.DagsterRunStatus.STARTED)
+            assert instance.run_coordinator.cancel_run(waiting.run_id)
+            wait_for(
+                "the terminated run canceled",
+                lambda: instance.get_run_by_id(waiting.run_id).status == CANCELED,
+                log_path,
+            )
+        wait_for("the other ingest runs", lambda: all(r.status in DONE for r in new()), log_path)
+        assert sorted(r.status.value for r in new()) == ["CANCELED", "SUCCESS", "SUCCESS"]
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
         log.close()
 
     assert api.search("a cat", settings=s3_settings)[0].key == "holiday/cat on the sofa.jpg"
-    coffee = {hit.key for hit in api.search("a cup of coffee", settings=s3_settings, top_k=4)}
-    assert coffee == {"holiday/coffee.jpg", "a/coffee.jpg", "b/coffee.jpg", "c/coffee.jpg"}
+    coffee = {hit.key for hit in api.search("a cup of coffee", settings=s3_settings, top_k=3)}
+    canceled = f"{waiting.tags['dagster/partition']}/coffee.jpg"
+    assert coffee == {"holiday/coffee.jpg", "a/coffee.jpg", "b/coffee.jpg", "c/coffee.jpg"} - {
+        canceled
+    }
 
 
 def _reached(instance: dg.DagsterInstance, run_id: str, step: str) -> bool:
