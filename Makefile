@@ -37,11 +37,13 @@ system-deps:
 	fi
 
 # torch is installed first and pinned (constraints.txt) so that nothing pulls the CUDA build.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@echo "Setting up $(VENV) (pinned dependencies; the first time takes a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -c constraints.txt torch==2.13.0 2> >(grep -v "$(PIP_NOISE)" >&2)
 	$(PIP) -c constraints.txt -e '.[dev]' 2> >(grep -v "$(PIP_NOISE)" >&2)
+	# the people detectors' model files, read from the mediapipe wheel (see pyproject.toml)
+	$(PIP) -c constraints.txt --no-deps mediapipe 2> >(grep -v "$(PIP_NOISE)" >&2)
 	@touch $@
 
 demo: setup

@@ -78,6 +78,8 @@ class CaptionRecord:
     labels: list[tuple[str, float]] = field(default_factory=list)
     colours: list[str] = field(default_factory=list)
     ocr_text: str = ""
+    people: dict[str, Any] = field(default_factory=dict)
+    """Who the people detector found: ``count`` and each box with its score."""
     exif: dict[str, Any] = field(default_factory=dict)
     captioner: str = ""
     """provider/model/prompt-version fingerprint: a change re-captions."""

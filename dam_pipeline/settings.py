@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     """What all runs together may send to the remote captioner with one key (0: no shared
     limit, each run retries on its own). Set it to the key's limit or just under it."""
     ocr: OcrMode = "auto"
+    detect_people: bool = True
+    """The local captioner says who is there (person and face detectors)."""
     max_quarantine_share: Share = 0.1
 
     # Embedding
@@ -346,6 +348,7 @@ class Settings(BaseSettings):
             base_url=self.captioner_base_url,
             concurrency=self.captioner_concurrency,
             ocr=self.ocr,
+            people=self.detect_people,
             limiter=limiter,
         )
 
@@ -395,6 +398,8 @@ class Settings(BaseSettings):
         libraries = ["PIL.Image", "numpy"]
         if self.captioner == "local":
             libraries.append("dam_pipeline.captioning.efficientnet_lite")  # torch
+            if self.detect_people:
+                libraries.append("ai_edge_litert.interpreter")
         if self.embedder == "sentence-transformers":
             libraries.append("sentence_transformers")
         if self.vector_store == "chroma":

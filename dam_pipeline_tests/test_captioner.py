@@ -96,3 +96,44 @@ def test_the_optimized_network_computes_the_same_function() -> None:
         actual = fast(batch.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(expected, actual, atol=1e-3)
     assert expected.argmax(dim=1).tolist() == actual.argmax(dim=1).tolist()
+
+
+def _side_by_side(*images: Image.Image) -> Image.Image:
+    side = 512
+    row = Image.new("RGB", (side * len(images), side))
+    for position, image in enumerate(images):
+        row.paste(image.resize((side, side)), (side * position, 0))
+    return row
+
+
+def test_people_are_in_the_caption_and_tags_with_their_boxes() -> None:
+    astronaut = photo("astronaut")
+    group = _side_by_side(astronaut, photo("camera"), astronaut.transpose(Image.FLIP_LEFT_RIGHT))
+    portrait = astronaut.crop((150, 20, 330, 220))
+    one, several, close = build_captioner("local").caption_batch([astronaut, group, portrait])
+    assert one.text.startswith("A photo of a person and ") and one.tags[0] == "person"
+    assert one.people["count"] == 1
+    for detection in one.people["detections"]:
+        assert detection["kind"] in ("person", "face") and 0.5 < detection["score"] <= 1
+        left, top, right, bottom = detection["box"]
+        # the astronaut's head and shoulders are in the upper left half of the photo
+        assert 0.2 < left < right < 0.65 and 0.05 < top < bottom < 0.6
+    assert several.people["count"] >= 2 and "people" in several.tags
+    assert "two people" in several.text or "a group of people" in several.text
+    assert "a close-up of a person's face" in close.text and "face" in close.tags
+
+
+def test_no_people_in_landscapes_animals_or_things() -> None:
+    photos = [photo(name) for name in ("chelsea", "horse", "rocket", "coffee", "motorcycle_left")]
+    for caption in build_captioner("local").caption_batch(photos):
+        assert caption.people == {}
+        assert not {"person", "people", "face"} & set(caption.tags)
+        assert "person" not in caption.text and "people" not in caption.text
+
+
+def test_people_detection_can_be_switched_off_and_recaptions() -> None:
+    on = build_captioner("local")
+    off = build_captioner("local", people=False)
+    assert on.fingerprint != off.fingerprint  # cached captions are made again
+    (caption,) = off.caption_batch([photo("astronaut")])
+    assert caption.people == {} and "person" not in caption.tags

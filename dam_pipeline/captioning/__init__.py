@@ -28,12 +28,14 @@ def build_captioner(
     concurrency: int = 4,
     ocr: str = "auto",
     limiter: RateLimiter | None = None,
+    people: bool = True,
 ) -> Captioner:
     """The captioner named by ``provider`` (``DAM_CAPTIONER``): ``local`` (offline
     classifier), ``groq`` (Llama-4-Scout) or ``openai`` (any OpenAI-compatible endpoint).
-    Built once per process and configuration; a remote one sends through ``limiter``."""
+    Built once per process and configuration; a remote one sends through ``limiter``; the
+    local one detects people unless ``people`` is false (``DAM_DETECT_PEOPLE``)."""
     if provider == "local":
-        return LocalCaptioner(batch_size=batch_size, ocr=ocr)
+        return LocalCaptioner(batch_size=batch_size, ocr=ocr, people=people)
     if provider == "groq":
         from dam_pipeline.captioning.groq_vision import DEFAULT_GROQ_VISION_MODEL, GroqCaptioner
 

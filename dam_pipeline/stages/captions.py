@@ -53,6 +53,7 @@ def _record(
         labels=[tuple(label) for label in caption["labels"]],
         colours=list(caption["colours"]),
         ocr_text=caption.get("ocr_text", ""),
+        people=caption.get("people") or {},
         **base,
     )
 
