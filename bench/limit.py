@@ -1,7 +1,8 @@
 """What ingest is measured against, on the same photos:
 
-- the limit: decoding plus the captioning model's forward pass alone, batched (no hashing,
-  no normalized copy, no embedding, no index), which no pipeline around it can beat;
+- the limit: decoding plus the captioning models alone (the classifier's forward pass and
+  the people detectors), batched (no hashing, no normalized copy, no embedding, no index),
+  which no pipeline around it can beat;
 - the naive loop: what the seed designs do, one image at a time through every stage, with
   a full-resolution decode and one upsert per image.
 
@@ -38,12 +39,12 @@ def _decode_small(path: Path) -> Image.Image:
 
 
 def measure_limit(paths: list[Path], captioner: LocalCaptioner) -> dict:
-    captioner.class_probabilities([_decode_small(paths[0])])  # load and warm the model
+    captioner.model_outputs([_decode_small(paths[0])])  # load and warm the models
     start = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         for offset in tqdm(range(0, len(paths), BATCH), desc="limit", unit="batch", leave=False):
             images = list(pool.map(_decode_small, paths[offset : offset + BATCH]))
-            captioner.class_probabilities(images)
+            captioner.model_outputs(images)
     seconds = time.perf_counter() - start
     return {
         "images": len(paths),

@@ -193,6 +193,8 @@ def run(
             str(work / "quality.json"),
         )
         out["retrieval_quality"] = json.loads((work / "quality.json").read_text())
+        _module("bench.people", "--eval-set", str(eval_set), "--json", str(work / "people.json"))
+        out["people"] = json.loads((work / "people.json").read_text())
     e2e = out["ingest"]["images_per_second"]
     out["ratios"] = {
         "vs_limit": round(e2e / out["limit"]["images_per_second"], 3),
@@ -359,6 +361,20 @@ def markdown(result: dict) -> str:
                 f"minimum score keeping {halves['keep_share']:.0%} of the right photos "
                 "(tuning half); kept on the report half",
                 f"{halves['min_score']}; {halves['report']['right_photos_kept']:.1%}",
+                "",
+            )
+        )
+    people = result.get("people")
+    for name in ("tuning", "report") if people else ():
+        half = people[name]
+        rows.append(
+            (
+                f"people detector on the {name} half ({half['photos']} photos, "
+                f"{half['with_people']} with people, labelled by eye): precision / recall / "
+                "count phrase right (one, two, a group)",
+                f"{half['precision']} / {half['recall']} / {half['count_phrase_right']} "
+                f"({half['false_positives']} false positives; "
+                f"{people['milliseconds_per_image']} ms an image)",
                 "",
             )
         )
