@@ -1,5 +1,8 @@
 """Retrieval: dense (vector index), keyword (BM25) or both fused by reciprocal rank.
 
+Dense candidates are ordered by caption similarity plus how well the question agrees with
+the classifier's labels of each image (``label_agreement.py``).
+
 Filters narrow by prefix and date inside the stores, and by tags after retrieval (from a
 wider candidate pool). A minimum score keeps noise out: an empty answer is better than
 unrelated images, and callers say so.
@@ -18,6 +21,7 @@ import numpy as np
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.keys import encode_prefix
 from dam_pipeline.retrieval.keyword_index import KeywordIndex, pg_query_text
+from dam_pipeline.retrieval.label_agreement import rerank
 from dam_pipeline.vector_stores import IncompatibleIndexError, VectorStore
 from dam_pipeline.vector_stores.base import Metadata, StoreFilter, reindex_hint
 
@@ -228,12 +232,14 @@ def search(
                 dense[hit.id] = (hit.score, hit.metadata)
         if keywords is not None and mode in ("keyword", "hybrid"):
             lexical = dict(keywords.search(question, pool, where.partitions or None))
+        # what the classifier saw counts beside the caption (label_agreement.py)
+        by_meaning = rerank(dense, query_vector, embedder) if query_vector is not None else []
         if mode == "dense":
-            order = list(dense)
+            order = by_meaning
         elif mode == "keyword":
             order = list(lexical)
         else:
-            order = reciprocal_rank_fusion([list(dense), list(lexical)], [1.0, keyword_weight])
+            order = reciprocal_rank_fusion([by_meaning, list(lexical)], [1.0, keyword_weight])
         missing = [(vid, "") for vid in order if vid not in dense]
         fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}
         for vid, (vector, metadata, _) in fetched.items():

@@ -14,6 +14,7 @@ from dam_pipeline.cache import ContentCache
 from dam_pipeline.keys import decode_prefix, vector_id
 from dam_pipeline.manifests import EmbeddingRecord, IndexedRecord, Manifest
 from dam_pipeline.retrieval.keyword_index import KeywordDocument, KeywordIndex
+from dam_pipeline.retrieval.label_agreement import labels_metadata
 from dam_pipeline.stages.progress import batched, log, progress, timed
 from dam_pipeline.vector_stores import VectorRecord, VectorStore
 from dam_pipeline.vector_stores.base import Metadata
@@ -40,6 +41,8 @@ def vector_metadata(record: EmbeddingRecord, partition_key: str) -> dict:
         "dhash": caption.dhash,
         "ocr_text": caption.ocr_text[:CAPTION_METADATA_LIMIT],
     }
+    if caption.labels:  # what the classifier saw, for scoring questions against it
+        meta["labels"] = labels_metadata(caption.labels)
     if caption.exif.get("date_taken"):
         meta["date_taken"] = caption.exif["date_taken"]
     when = photo_date(caption.exif.get("date_taken"), caption.last_modified)
