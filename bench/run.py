@@ -226,7 +226,7 @@ def markdown(result: dict) -> str:
             "",
         ),
         (
-            "limit: decode + caption model forward, batched",
+            "limit: decode + caption models (classifier and people detectors), batched",
             f"{limit['images_per_second']} img/s",
             "",
         ),
