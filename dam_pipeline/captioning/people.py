@@ -145,7 +145,15 @@ class _SsdDetector:
     """One BlazeFace-style detector: letterboxed input in [-1, 1], boxes decoded from
     anchors, greedy non-maximum suppression."""
 
-    def __init__(self, path: Path, kind: str, size: int, strides, per_location, threshold):
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        size: int,
+        strides: list[int],
+        per_location: list[int],
+        threshold: float,
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.kind, self.size, self.threshold = kind, size, threshold
