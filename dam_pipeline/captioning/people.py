@@ -217,13 +217,14 @@ class PeopleDetector:
         with self._lock:
             if not self._loaded:
                 self._loaded = True
-                folder = _model_folder()
-                if folder is None or not people_detection_available():
+                if not people_detection_available():
                     log.warning(
                         "People detection is off: install ai-edge-litert and "
                         "'mediapipe==0.10.14 --no-deps' (make setup does) to have it."
                     )
                     return None
+                folder = _model_folder()
+                assert folder is not None
                 self._detectors = (
                     _SsdDetector(
                         folder / PERSON_MODEL,

@@ -56,7 +56,7 @@ class WarmRunWorkers:
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
-    def start(self, run: dg.DagsterRun, instance: dg.DagsterInstance) -> int:
+    def start(self, run: dg.DagsterRun, instance: dg.DagsterInstance) -> None:
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._spawn()
@@ -75,7 +75,6 @@ class WarmRunWorkers:
                 f"The warm run-worker parent could not start run {run.run_id}: "
                 f"{reply.get('error', 'no reply')}"
             )
-        return int(reply["pid"])
 
     def _spawn(self) -> None:
         for stale in (self._socket, self._socket.with_suffix(".binding")):
@@ -109,7 +108,9 @@ class LocalRunLauncher(DefaultRunLauncher):
     def __init__(self, inst_data=None, warm_run_workers: bool = True) -> None:
         super().__init__(inst_data=inst_data)
         self._warm = warm_run_workers and hasattr(os, "fork")
-        self._workers: dict[str, WarmRunWorkers] = {}
+        self._workers: WarmRunWorkers | None = None
+        self._generation = ""
+        """The code location's name and server id the warm parent imported."""
         self._workers_lock = threading.Lock()
 
     @classmethod
@@ -136,11 +137,11 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def _workers_for(self, generation: str) -> WarmRunWorkers:
         with self._workers_lock:
-            if generation not in self._workers:
-                for stale in self._workers.values():
-                    stale.close()
-                self._workers = {generation: WarmRunWorkers()}
-            return self._workers[generation]
+            if self._workers is None or generation != self._generation:
+                if self._workers is not None:
+                    self._workers.close()  # its code is stale: the next run gets a new one
+                self._workers, self._generation = WarmRunWorkers(), generation
+            return self._workers
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
@@ -152,9 +153,11 @@ class LocalRunLauncher(DefaultRunLauncher):
         deadline = time.monotonic() + 30  # a run just launched records its pid at once
         while (pid := self._worker_pid(run_id)) is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        if pid is None:
+            return False
         try:
             os.kill(pid, signal.SIGINT)  # as the code server does: the run stops at a step
-        except (ProcessLookupError, TypeError):
+        except ProcessLookupError:
             return False
         return True
 
@@ -167,9 +170,9 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def dispose(self) -> None:
         with self._workers_lock:
-            for workers in self._workers.values():
-                workers.close()
-            self._workers = {}
+            if self._workers is not None:
+                self._workers.close()
+            self._workers = None
 
     @property
     def supports_check_run_worker_health(self) -> bool:
