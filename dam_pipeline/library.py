@@ -117,6 +117,7 @@ class Library:
             "captioner": captioner,
             "reasoner": reasoner,
         }
+        self._keywords: KeywordIndex | None = None
 
     # Components, built on first use
 
@@ -148,9 +149,13 @@ class Library:
     def objects(self) -> ObjectStore:
         return self.state.objects
 
-    @cached_property
+    @property
     def keywords(self) -> KeywordIndex | None:
-        return self.state.keyword_index(create=False)
+        """The keyword index, once an ingest has created it (a server started before the
+        first ingest finds it then, without a restart)."""
+        if self._keywords is None:
+            self._keywords = self.state.keyword_index(create=False)
+        return self._keywords
 
     # What the library holds
 
@@ -318,9 +323,9 @@ class Library:
             )
         partition = encode_prefix(prefix)
         vectors = list(self.index.list_partition(partition))
-        self.index.delete(vectors, partition)
-        if self.keywords is not None:
+        if self.keywords is not None:  # the commit record first: readers stop showing them
             self.keywords.delete(sorted(self.keywords.ids(partition)))
+        self.index.delete(vectors, partition)
         for asset in PIPELINE_ASSETS:
             self.state.manifests.delete(asset, partition)
         return len(vectors)

@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     chroma_path: Path | None = None
     """Default: ``<data_dir>/chroma``."""
     chroma_url: str = ""
+    """A Chroma server of your own. Unset: the folder ``DAM_CHROMA_PATH`` is served by a local
+    server that the first process needing it starts and every process shares."""
+    chroma_server_idle_seconds: float = Field(default=300.0, gt=0)
+    """The local Chroma server stops after this long with no process using the library."""
     collection: str = "dam_images"
     pinecone_api_key: SecretStr = Field(
         default=SecretStr(""), validation_alias=_env("PINECONE_API_KEY")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from dam_pipeline.demo import build_demo_library, skimage_data_dir
 from dam_pipeline.settings import Settings
+from dam_pipeline.vector_stores.local_chroma import stop_servers_under
 
 
 def photo(name: str) -> Image.Image:
@@ -77,6 +78,21 @@ def environment_is_restored() -> Iterator[None]:
     yield
     changed = sorted(name for name in watched if os.environ.get(name) != before[name])
     assert not changed, f"the test left environment variables changed: {changed}"
+
+
+@pytest.fixture(autouse=True)
+def local_chroma_servers_stopped(tmp_path: Path) -> Iterator[None]:
+    """Each test's Chroma folders are served by local servers (``local_chroma``) that would
+    outlive it while this worker holds their lease: stopped when the test ends."""
+    yield
+    stop_servers_under(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def all_local_chroma_servers_stopped(tmp_path_factory) -> Iterator[None]:
+    """And those of module- and session-wide libraries, when the session ends."""
+    yield
+    stop_servers_under(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

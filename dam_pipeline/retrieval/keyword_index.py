@@ -53,6 +53,14 @@ def question_words(question: str) -> list[str]:
 
 
 class KeywordIndex(Protocol):
+    """Also the index's commit record: a vector is shown only once its document is here
+    (``retrieval.search``), and ``replace`` applies a partition's changes in one transaction,
+    so readers see a partition's new state all at once."""
+
+    def replace(self, documents: Sequence[KeywordDocument], removed: Sequence[str]) -> None:
+        """Upsert ``documents`` and delete ``removed`` in one transaction."""
+        ...
+
     def upsert(self, documents: Sequence[KeywordDocument]) -> None: ...
 
     def delete(self, ids: Sequence[str]) -> None: ...
@@ -88,11 +96,11 @@ class SqliteKeywordIndex:
             self._local.db = db
         return db
 
-    def upsert(self, documents: Sequence[KeywordDocument]) -> None:
+    def replace(self, documents: Sequence[KeywordDocument], removed: Sequence[str]) -> None:
         db = self._connect()
         with db:
-            db.execute("BEGIN")
-            self._delete(db, [d.vector_id for d in documents])
+            db.execute("BEGIN IMMEDIATE")
+            self._delete(db, [*removed, *(d.vector_id for d in documents)])
             db.executemany(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -101,11 +109,11 @@ class SqliteKeywordIndex:
                 ],
             )
 
+    def upsert(self, documents: Sequence[KeywordDocument]) -> None:
+        self.replace(documents, [])
+
     def delete(self, ids: Sequence[str]) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN")
-            self._delete(db, ids)
+        self.replace([], ids)
 
     @staticmethod
     def _delete(db: sqlite3.Connection, ids: Sequence[str]) -> None:
@@ -199,26 +207,34 @@ class PostgresKeywordIndex:
         self.db = db
         db.ensure_schema("keywords", _PG_SCHEMA)
 
-    def upsert(self, documents: Sequence[KeywordDocument]) -> None:
+    def replace(self, documents: Sequence[KeywordDocument], removed: Sequence[str]) -> None:
         rows = {
             d.vector_id: (d.vector_id, d.partition, d.key, d.caption, d.tags, d.text, d.facts)
             for d in documents
         }
-        if not rows:
+        if not rows and not removed:
             return
         with self.db.transaction() as cursor:
-            cursor.executemany(
-                "INSERT INTO dam_keywords (vector_id, partition, key, caption, tags, text, facts) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (vector_id) DO UPDATE SET "
-                "partition = EXCLUDED.partition, key = EXCLUDED.key, caption = EXCLUDED.caption, "
-                "tags = EXCLUDED.tags, text = EXCLUDED.text, facts = EXCLUDED.facts",
-                list(rows.values()),
-            )
+            if removed:
+                cursor.execute(
+                    "DELETE FROM dam_keywords WHERE vector_id = ANY(%s)", (list(removed),)
+                )
+            if rows:
+                cursor.executemany(
+                    "INSERT INTO dam_keywords "
+                    "(vector_id, partition, key, caption, tags, text, facts) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (vector_id) DO UPDATE SET "
+                    "partition = EXCLUDED.partition, key = EXCLUDED.key, "
+                    "caption = EXCLUDED.caption, tags = EXCLUDED.tags, text = EXCLUDED.text, "
+                    "facts = EXCLUDED.facts",
+                    list(rows.values()),
+                )
+
+    def upsert(self, documents: Sequence[KeywordDocument]) -> None:
+        self.replace(documents, [])
 
     def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            with self.db.cursor() as cursor:
-                cursor.execute("DELETE FROM dam_keywords WHERE vector_id = ANY(%s)", (list(ids),))
+        self.replace([], ids)
 
     def search(
         self, question: str, limit: int, partitions: Sequence[str] | None = None

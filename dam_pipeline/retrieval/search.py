@@ -230,6 +230,7 @@ def search(
         if query_vector is not None:
             for hit in store.query(query_vector, top_k=pool, where=where):
                 dense[hit.id] = (hit.score, hit.metadata)
+            dense = _committed(dense, keywords)
         if keywords is not None and mode in ("keyword", "hybrid"):
             lexical = dict(keywords.search(question, pool, where.partitions or None))
         # what the classifier saw counts beside the caption (label_agreement.py)
@@ -267,6 +268,17 @@ def search(
         if len(hits) == top_k:
             break
     return hits
+
+
+def _committed(
+    dense: dict[str, tuple[float, Metadata]], keywords: KeywordIndex | None
+) -> dict[str, tuple[float, Metadata]]:
+    """Only vectors whose partition sync has committed (their keyword document exists): a
+    partition being written shows its old state until it is done, then its new one."""
+    if keywords is None or not dense:
+        return dense
+    known = keywords.partitions_of(list(dense))
+    return {vid: found for vid, found in dense.items() if vid in known}
 
 
 def _fuses_in_one_query(store: VectorStore, keywords: KeywordIndex) -> bool:

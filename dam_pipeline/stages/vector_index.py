@@ -1,5 +1,8 @@
 """vector_index: make the partition's slice of the index equal to its embeddings manifest.
 
+Readers in other processes see the partition change at once: vectors are written first,
+then the keyword index (the commit record) in one transaction, then stale vectors removed.
+
 Upserts what is new or changed, deletes vectors of objects that are gone, and refuses a
 mass deletion: if more than ``max_delete_share`` of the partition's vectors would vanish at
 once, nothing is deleted and the summary says so (a storage outage must not empty an index).
@@ -165,11 +168,14 @@ def index_partition(
             partition_key,
             max_delete_share * 100,
         )
-    with timed(summary, "seconds_deleting"):
-        store.delete(plan.delete, partition_key)
+    # The keyword index is the commit record (readers show only vectors it holds): the
+    # partition's additions and removals become visible together in its one transaction,
+    # after the new vectors are in and before the removed ones go.
     if keywords is not None:
         with timed(summary, "seconds_keyword_index"):
             _sync_keywords(keywords, plan, records, partition_key, source_id)
+    with timed(summary, "seconds_deleting"):
+        store.delete(plan.delete, partition_key)
 
     indexed = [
         IndexedRecord(
@@ -236,5 +242,7 @@ def _sync_keywords(
     have = keywords.ids(partition_key)
     refresh = set(plan.upsert)
     todo = [r for vid, r in records.items() if vid in refresh or vid not in have]
-    keywords.upsert([keyword_document(r, partition_key, source_id) for r in todo])
-    keywords.delete([vid for vid in have if vid not in records and vid not in plan.kept])
+    keywords.replace(
+        [keyword_document(r, partition_key, source_id) for r in todo],
+        [vid for vid in have if vid not in records and vid not in plan.kept],
+    )

@@ -38,11 +38,12 @@ def open_vector_store(
     pinecone_index_name: str = "",
     namespace: str = "",
     pgvector_url: str = "",
+    chroma_idle_seconds: float = 300.0,
 ) -> VectorStore:
     """The store named by ``kind`` (``DAM_VECTOR_STORE``): ``chroma`` (an embedded folder, or
     a server with ``url``), ``pinecone`` or ``pgvector`` (a Postgres table). Opened once per
-    process and configuration: an embedded Chroma folder must have a single client per
-    process."""
+    process and configuration (a Chroma folder is reached through its local server,
+    ``local_chroma``)."""
     key = (
         kind,
         collection,
@@ -55,7 +56,12 @@ def open_vector_store(
     )
     if key not in _OPEN:
         if kind == "chroma":
-            _OPEN[key] = ChromaVectorStore(collection=collection, path=path, url=url or None)
+            _OPEN[key] = ChromaVectorStore(
+                collection=collection,
+                path=path,
+                url=url or None,
+                idle_seconds=chroma_idle_seconds,
+            )
         elif kind == "pinecone":
             _OPEN[key] = PineconeVectorStore(
                 pinecone_api_key, pinecone_host, pinecone_index_name, namespace

@@ -1,4 +1,5 @@
-"""ChromaDB: embedded (a folder, the default) or a shared server (``chroma run``).
+"""ChromaDB: a folder on this machine (the default), served to every process by one local
+server (``local_chroma``), or a Chroma server of your own (``DAM_CHROMA_URL``).
 
 Identical vectors are kept out of the search graph. Chroma's HNSW links each node to its
 nearest neighbours; many copies of one vector (the same photo under 150 names) are each
@@ -16,10 +17,11 @@ with the same score. To callers every object is still one record with its own id
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +33,9 @@ from dam_pipeline.vector_stores.base import (
     VectorRecord,
     reindex_hint,
 )
+from dam_pipeline.vector_stores.local_chroma import LocalServerError, server_url
+
+T = TypeVar("T")
 
 PAGE_SIZE = 1000
 COPIES_SUFFIX = "_copies"
@@ -54,40 +59,83 @@ def _chunks(items: Sequence[Any], size: int = PAGE_SIZE) -> Iterable[Sequence[An
         yield items[start : start + size]
 
 
-def _client(path: Path | None, url: str | None):
+def _http_client(url: str):
+    from urllib.parse import urlparse
+
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    settings = ChromaSettings(anonymized_telemetry=False, allow_reset=True)
-    if url:
-        from urllib.parse import urlparse
+    parsed = urlparse(url)
+    return chromadb.HttpClient(
+        host=parsed.hostname or "localhost",
+        port=parsed.port or 8000,
+        ssl=parsed.scheme == "https",
+        settings=ChromaSettings(anonymized_telemetry=False, allow_reset=True),
+    )
 
-        parsed = urlparse(url)
-        return chromadb.HttpClient(
-            host=parsed.hostname or "localhost",
-            port=parsed.port or 8000,
-            ssl=parsed.scheme == "https",
-            settings=settings,
-        )
-    assert path is not None
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+def _unreachable(exc: BaseException) -> bool:
+    """The server did not answer at all (it stopped, or was killed)."""
+    import httpx
+
+    return isinstance(exc, httpx.TransportError | ConnectionError)
+
+
+def _reconnecting(method: Callable[..., T]) -> Callable[..., T]:
+    """For an index folder served by the local server: if the server is gone, start it again
+    and retry once (it stops when idle, or may have been killed)."""
+
+    @functools.wraps(method)
+    def call(self: ChromaVectorStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if self.path is None or not _unreachable(exc):
+                raise
+            self._connect()
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 class ChromaVectorStore:
-    def __init__(self, collection: str, path: Path | None = None, url: str | None = None) -> None:
+    """A collection (and its copies) on a Chroma server: ``url``, or the local server of the
+    folder ``path`` (``local_chroma``), started on demand and shared by every process."""
+
+    def __init__(
+        self,
+        collection: str,
+        path: Path | None = None,
+        url: str | None = None,
+        idle_seconds: float = 300.0,
+    ) -> None:
+        self.collection_name = collection
+        self.path = None if url else path
+        self.url = url or ""
+        self.idle_seconds = idle_seconds
+        if url is None and path is None:
+            raise ValueError("A Chroma store needs a folder or a server URL.")
         try:
-            self.client = _client(path, url)
-            self.collection_name = collection
-            self._open_collections()
+            self._connect()
+        except LocalServerError:
+            raise
         except Exception as exc:
-            if not url:
-                raise
+            if self.path is not None:
+                raise ConnectionError(
+                    f"The local Chroma server for {self.path} does not answer "
+                    f"({type(exc).__name__}: {exc}); see {self.path}.server.log."
+                ) from None
             raise ConnectionError(
                 f"Could not reach the Chroma server at {url} ({type(exc).__name__}): start it "
                 "(`chroma run --path … --port …`) or fix DAM_CHROMA_URL."
             ) from None
         self.location = url or str(path)
+
+    def _connect(self) -> None:
+        if self.path is not None:
+            self.url = server_url(self.path, self.idle_seconds)
+        self.client = _http_client(self.url)
+        self._open_collections()
 
     def _open_collections(self) -> None:
         def open_(name: str):
@@ -98,6 +146,7 @@ class ChromaVectorStore:
         self.collection = open_(self.collection_name)
         self.copies = open_(self.collection_name + COPIES_SUFFIX)
 
+    @_reconnecting
     def ensure_compatible(self, embedder: str, dimension: int) -> None:
         meta = dict(self.collection.metadata or {})
         built_with, built_dim = meta.get("embedder"), meta.get("dimension")
@@ -113,6 +162,7 @@ class ChromaVectorStore:
                 reindex_hint(built_with, int(built_dim), embedder, dimension)
             )
 
+    @_reconnecting
     def binding(self) -> tuple[str, int] | None:
         meta = self.collection.metadata or {}
         if meta.get("embedder") is None:
@@ -121,10 +171,12 @@ class ChromaVectorStore:
 
     # Writing: every write regroups the groups it touches.
 
+    @_reconnecting
     def upsert(self, records: Sequence[VectorRecord]) -> None:
         for batch in _chunks(records, self.client.get_max_batch_size()):
             self._regroup(list(batch), [])
 
+    @_reconnecting
     def delete(self, ids: Sequence[str], partition: str = "") -> None:
         for chunk in _chunks(list(dict.fromkeys(ids))):
             self._regroup([], list(chunk))
@@ -221,6 +273,7 @@ class ChromaVectorStore:
 
     # Reading: copies come with their representative.
 
+    @_reconnecting
     def list_partition(self, partition: str) -> dict[str, Metadata]:
         found: dict[str, Metadata] = {}
         for collection in (self.collection, self.copies):
@@ -241,6 +294,7 @@ class ChromaVectorStore:
                 offset += PAGE_SIZE
         return found
 
+    @_reconnecting
     def query(
         self, vector: np.ndarray, top_k: int, where: StoreFilter | None = None
     ) -> list[VectorHit]:
@@ -316,6 +370,7 @@ class ChromaVectorStore:
                     out[id_] = (np.asarray(vector, dtype=np.float32), meta or {}, doc or "")
         return out
 
+    @_reconnecting
     def fetch(
         self, items: Sequence[tuple[str, str]]
     ) -> dict[str, tuple[np.ndarray, Metadata, str]]:
@@ -324,9 +379,11 @@ class ChromaVectorStore:
         raw = self._fetch_raw(list(dict.fromkeys(vector_id for vector_id, _ in items)))
         return {id_: (vector, _public(meta), doc) for id_, (vector, meta, doc) in raw.items()}
 
+    @_reconnecting
     def count(self) -> int:
         return self.collection.count() + self.copies.count()
 
+    @_reconnecting
     def reset(self) -> None:
         """Drop every vector (and the model binding): the way to re-index from scratch."""
         self.client.delete_collection(self.collection_name)

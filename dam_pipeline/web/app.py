@@ -8,6 +8,7 @@ The page is rendered on the server (plain forms and links: it works with the key
 without JavaScript); the JSON API under ``/api`` is what scripts use, documented at ``/docs``.
 """
 
+import logging
 import secrets
 from datetime import date
 from pathlib import Path
@@ -36,6 +37,9 @@ OPEN_PATHS = ("/health", "/login", "/static/")
 THUMBNAIL_CACHE = "public, max-age=31536000, immutable"
 """Thumbnails are addressed by the content hash of their image: they never change."""
 ACTIONS = ("ask", "search")
+API_PATHS = ("/api/", "/thumbnails/", "/originals", "/openapi", "/docs", "/health")
+"""Routes that answer machines (JSON errors); the others answer people (a page)."""
+log = logging.getLogger("dam_pipeline.web")
 
 
 # Query parameters (no `from __future__ import annotations` here: FastAPI reads these types)
@@ -126,14 +130,34 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     async def require_token(request: Request, call_next):
         path = request.url.path
         if authorized(request) or path.startswith(OPEN_PATHS):
-            response = await call_next(request)
-        elif path.startswith(("/api/", "/thumbnails/", "/originals", "/openapi", "/docs")):
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # never a bare 500: say what failed, log it once
+                response = unavailable(request, exc)
+        elif path.startswith(API_PATHS):
             response = _error(401, "This server needs a token: send 'Authorization: Bearer …'.")
         else:
             response = RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
+
+    logged: set[str] = set()
+
+    def unavailable(request: Request, exc: Exception) -> Response:
+        """A failure of the index or the storage behind it (a server restarting, a
+        database gone): 503 with one readable line, the cause logged once per kind."""
+        cause = f"{type(exc).__name__}: {printable(str(exc))[:300]}"
+        if cause not in logged:
+            logged.add(cause)
+            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        message = (
+            f"The library cannot answer right now ({cause}). Try again in a moment; "
+            "if it persists, the server's log says more."
+        )
+        if request.url.path.startswith(API_PATHS):
+            return _error(503, message)
+        return page(request, "results.html", status=503, error=message)
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError):
