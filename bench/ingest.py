@@ -20,7 +20,7 @@ import dagster as dg
 import psutil
 
 from dam_pipeline.definitions import build_definitions
-from dam_pipeline.defs.jobs import register_prefixes
+from dam_pipeline.defs.instance import register_prefixes
 from dam_pipeline.keys import decode_prefix
 from dam_pipeline.settings import Settings
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from dam_pipeline.api import search
 from dam_pipeline.definitions import build_definitions
-from dam_pipeline.defs.jobs import register_prefixes
+from dam_pipeline.defs.instance import register_prefixes
 from dam_pipeline.settings import Settings
 
 DEFAULT_EVAL_SET = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "coco_dev"

@@ -23,7 +23,6 @@ import logging
 import os
 import shlex
 import sys
-import time
 import warnings
 from datetime import date
 from pathlib import Path
@@ -42,105 +41,15 @@ from dam_pipeline.text import printable
 if TYPE_CHECKING:
     import dagster as dg
 
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-"""Runs still record every event for the UI; the terminal shows only warnings."""
-
-DAGSTER_YAML_HEADER = "# Written by `dam init-home`."
-DAGSTER_YAML = f"""{DAGSTER_YAML_HEADER}
-telemetry:
-  enabled: false
-# Queries and re-syncs never wait behind ingestion: runs go side by side, at most two
-# ingest runs at once (each decodes and captions with all cores). Writers to an embedded
-# Chroma folder still take turns: they hold a lock (data/index/writer.lock) while writing.
-concurrency:
-  runs:
-    max_concurrent_runs: 10
-    tag_concurrency_limits:
-      - key: dam/job
-        value: ingest
-        limit: 2
-# The daemon looks at the queue every second (Dagster's default is 5) and starts runs from
-# threads, so a run launched from the UI starts about as soon as its process is up.
-run_queue:
-  dequeue_interval_seconds: 1
-  dequeue_use_threads: true
-# A backfill submits its runs from several threads: submitting one is a round trip to the
-# code location, and one at a time kept the two ingest slots half empty.
-backfills:
-  use_threads: true
-  num_submit_workers: 4
-# Each run is forked from a warm process that has Dagster, the code and the providers'
-# libraries imported, so a run starts in a fraction of a second instead of importing them
-# again (false: a new interpreter per run, Dagster's default). A run whose worker process
-# died (killed, out of memory) is marked failed by the daemon instead of holding the queue
-# forever: the launcher checks the worker's process id.
-run_launcher:
-  module: dam_pipeline.defs.run_launcher
-  class: LocalRunLauncher
-  config:
-    warm_run_workers: true
-run_monitoring:
-  enabled: true
-  poll_interval_seconds: 5
-  max_resume_run_attempts: 0
-"""
-
-
-POSTGRES_STORAGE = """# Runs, event logs and schedules in Postgres: every machine of a deployment
-# sees the same runs and queue (README: "Scaling out").
-storage:
-  postgres:
-    postgres_url: {url}
-"""
-
-
-def dagster_yaml(settings: Settings, postgres_url: str = "") -> str:
-    """The instance configuration `dam init-home` writes: SQLite in DAGSTER_HOME, or with
-    ``--postgres URL`` (or ``DAGSTER_PG_URL``) Postgres. dagster-postgres speaks psycopg2,
-    while SQLAlchemy now reads a bare ``postgresql://`` as psycopg 3: the driver is named."""
-    url = postgres_url or settings.dagster_pg_url.get_secret_value()
-    if not url:
-        return DAGSTER_YAML
-    scheme, _, rest = url.partition("://")
-    url = f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else url
-    return DAGSTER_YAML + POSTGRES_STORAGE.format(url=json.dumps(url))
-
-
-def ensure_dagster_home(settings: Settings, postgres_url: str = "") -> Path:
-    """The instance folder (``DAGSTER_HOME``, else in the data directory), so that `dam`,
-    `make dev` and the daemon all use the same instance."""
-    home = Path(settings.dagster_home or settings.layout.dagster_home)
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    wanted = dagster_yaml(settings, postgres_url)
-    if not config.exists():
-        config.write_text(wanted)
-        config.chmod(0o600)  # it may hold the database URL
-    else:
-        current = config.read_text(errors="replace")
-        # a Postgres URL given once with --postgres stays until another is given
-        keeps_postgres = "postgres_url:" in current and "postgres_url:" not in wanted
-        if current.startswith(DAGSTER_YAML_HEADER) and current != wanted and not keeps_postgres:
-            # ours, from an older version (e.g. one run at a time, no run monitoring): upgrade
-            # it and keep the old one beside it; a dagster.yaml the user wrote is left alone
-            config.with_name("dagster.yaml.previous").write_text(current)
-            config.write_text(wanted)
-            config.chmod(0o600)
-            logging.getLogger("dam_pipeline").info(
-                "Updated %s (the previous one is dagster.yaml.previous)", config
-            )
-    os.environ.setdefault("DAGSTER_HOME", str(home))
-    return home
-
 
 def _instance(settings: Settings) -> dg.DagsterInstance:
-    import dagster as dg
+    from dam_pipeline.defs.instance import open_instance
 
-    return dg.DagsterInstance.from_config(str(ensure_dagster_home(settings)))
+    return open_instance(settings)
 
 
 def cmd_prefixes(settings: Settings, _: argparse.Namespace) -> int:
-    from dam_pipeline.defs.jobs import register_prefixes
+    from dam_pipeline.defs.instance import register_prefixes
     from dam_pipeline.keys import decode_prefix
 
     new, keys = register_prefixes(_instance(settings), settings.open_source())
@@ -153,42 +62,31 @@ def cmd_prefixes(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from dam_pipeline.definitions import build_definitions
-    from dam_pipeline.defs.jobs import register_prefixes
-    from dam_pipeline.keys import decode_prefix, encode_prefix
+    from dam_pipeline.defs.ingest import ingest, partitions_to_ingest
+    from dam_pipeline.keys import decode_prefix
     from dam_pipeline.stages.progress import show_progress
 
-    instance = _instance(settings)
-    _, keys = register_prefixes(instance, settings.open_source())
-    if args.prefix:
-        wanted = [encode_prefix(p) for p in args.prefix]
-        unknown = [p for p, key in zip(args.prefix, wanted, strict=True) if key not in keys]
-        if unknown:
-            known = ", ".join(repr(decode_prefix(k)) for k in keys) or "none"
-            print(f"dam: unknown prefix {unknown[0]!r}; the source has {known}.", file=sys.stderr)
-            return 2
-        keys = wanted
+    keys = partitions_to_ingest(settings, args.prefix)
     if not keys:
         print(f"dam: no images found in {settings.source}.", file=sys.stderr)
         return 1
-    job = build_definitions(settings).resolve_job_def("ingest_job")
     show_steps = not args.quiet and sys.stdout.isatty()
     if show_steps and sys.stderr.isatty():
         # A handle on the terminal that Dagster's capture of the steps' output leaves alone.
         show_progress(True, os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1))
-    not_done = 0
-    for number, key in enumerate(keys, start=1):
+
+    def announce(number: int, key: str) -> None:
         if show_steps:
             print(f"[{number}/{len(keys)}] {printable(decode_prefix(key)) or '(top level)'} …")
-        started = time.perf_counter()
-        result = job.execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
+
+    not_done = 0
+    for outcome in ingest(settings, keys, before=announce):
+        not_done += outcome.status != "ok"
+        prefix = printable(outcome.prefix) or "(top level)"
+        print(
+            f"  {outcome.status:8} {prefix:32} {outcome.counts} "
+            f"({outcome.seconds:.1f}s, run {outcome.run_id[:8]})"
         )
-        status, counts = partition_outcome(result)
-        not_done += status != "ok"
-        seconds = time.perf_counter() - started
-        prefix = printable(decode_prefix(key)) or "(top level)"
-        print(f"  {status:8} {prefix:32} {counts} ({seconds:.1f}s, run {result.run_id[:8]})")
     if not args.prefix:
         not_done += _report_vanished(settings)
     return 1 if not_done else 0
@@ -209,8 +107,7 @@ def _report_vanished(settings: Settings) -> int:
 
 
 def cmd_forget_prefix(settings: Settings, args: argparse.Namespace) -> int:
-    from dam_pipeline.defs.partitions import image_prefixes
-    from dam_pipeline.keys import encode_prefix
+    from dam_pipeline.defs.instance import forget_partition
     from dam_pipeline.library import Library, QueryError
 
     library = Library(settings)
@@ -220,28 +117,9 @@ def cmd_forget_prefix(settings: Settings, args: argparse.Namespace) -> int:
         print(f"This removes every image of {args.prefix!r} from the index. Re-run with --yes.")
         return 1
     removed = library.forget_prefix(args.prefix)
-    instance = _instance(settings)
-    key = encode_prefix(args.prefix)
-    if key in instance.get_dynamic_partitions(image_prefixes.name):
-        instance.delete_dynamic_partition(image_prefixes.name, key)
-    print(f"Forgot {printable(args.prefix)!r}: {removed} vectors removed.")
+    forget_partition(_instance(settings), args.prefix)
+    print(f"Forgot {printable(args.prefix)!r}: {removed} vectors and its partition removed.")
     return 0
-
-
-def partition_outcome(result) -> tuple[str, str]:
-    """(ok | partial | FAILED, the counts a person checks) of one ingest run. ``partial``:
-    the run finished but some images failed or a deletion was refused."""
-    if not result.success:
-        return "FAILED", "see the run in the Dagster UI (make dev) for the error"
-    meta = {}
-    for materialization in result.asset_materializations_for_node("vector_index"):
-        meta = {name: value.value for name, value in materialization.metadata.items()}
-    names = ("indexed", "quarantined", "failed", "upserted", "deleted")
-    counts = ", ".join(f"{name} {meta[name]}" for name in names if name in meta)
-    partial = meta.get("failed", 0) or meta.get("deletion_blocked")
-    if meta.get("deletion_blocked"):
-        counts += f", deletion_blocked ({meta.get('would_delete', 0)} would vanish)"
-    return ("partial" if partial else "ok"), counts
 
 
 def _print_hits(hits, as_json: bool) -> None:
@@ -352,6 +230,8 @@ def cmd_init_home(settings: Settings, args: argparse.Namespace) -> int:
     if postgres and not postgres.startswith(("postgresql://", "postgres://")):
         print(f"dam: --postgres wants a postgresql:// URL, not {postgres!r}.", file=sys.stderr)
         return 2
+    from dam_pipeline.defs.instance import ensure_dagster_home
+
     print(ensure_dagster_home(settings, postgres))
     return 0
 
@@ -404,11 +284,7 @@ def run_query_job(settings: Settings, question: str, top_k: int = 5) -> dict:
 
     job = build_definitions(settings).resolve_job_def("query_job")
     result = job.execute_in_process(
-        instance=_instance(settings),
-        run_config={
-            **QUIET_CONSOLE,
-            "ops": {"answer_question": {"config": {"question": question, "top_k": top_k}}},
-        },
+        instance=_instance(settings), run_config={"question": question, "top_k": top_k}
     )
     return result.output_for_node("answer_question")
 

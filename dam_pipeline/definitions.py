@@ -2,14 +2,20 @@
 
 Definitions are built from ``Settings`` when Dagster loads the code location, not when
 this module is imported, so tests and tools can build them from settings of their own.
+
+Every path that starts work (the asset graph, backfills, `dagster asset materialize`,
+sensors, schedules, the jobs) runs its steps in the run's own process (the in-process
+executor is the location's default): a step process would import the models again for a
+few seconds of work. The step writing the vector index is in a pool whose limit
+``dam init-home`` writes, so no path starts more index writers than the store allows.
 """
 
 import dagster as dg
 
 from dam_pipeline.defs.assets import build_image_library_assets
-from dam_pipeline.defs.checks import image_library_checks
 from dam_pipeline.defs.jobs import discover_prefixes_job, ingest_job, query_job
 from dam_pipeline.defs.resources import build_resources
+from dam_pipeline.defs.run_monitoring import dead_run_worker_sensor
 from dam_pipeline.defs.schedules import build_resync_schedule
 from dam_pipeline.defs.sensors import build_sensors
 from dam_pipeline.settings import Settings
@@ -19,11 +25,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster needs, configured by ``settings``."""
     return dg.Definitions(
         assets=build_image_library_assets(settings),
-        asset_checks=image_library_checks,
         jobs=[ingest_job, discover_prefixes_job, query_job],
-        sensors=build_sensors(settings.sensor_interval_seconds),
+        sensors=[*build_sensors(settings.sensor_interval_seconds), dead_run_worker_sensor],
         schedules=[build_resync_schedule(settings.resync_cron)],
         resources=build_resources(settings),
+        executor=dg.in_process_executor,
     )
 
 

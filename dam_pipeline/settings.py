@@ -394,29 +394,13 @@ class Settings(BaseSettings):
             pinecone_index_name=self.pinecone_index_name,
             namespace=self.pinecone_namespace,
             pgvector_url=self.pgvector_database_url,
+            chroma_idle_seconds=self.chroma_server_idle_seconds,
         )
-
-    def provider_libraries(self) -> list[str]:
-        """The heavy libraries the configured providers import on first use. A warm parent
-        of run workers imports them once (``defs/run_workers.py``) so that no run does."""
-        libraries = ["PIL.Image", "numpy"]
-        if self.captioner == "local":
-            libraries.append("dam_pipeline.captioning.efficientnet_lite")  # torch
-            if self.detect_people:
-                libraries.append("ai_edge_litert.interpreter")
-        if self.embedder == "sentence-transformers":
-            libraries.append("sentence_transformers")
-        if self.vector_store == "chroma":
-            libraries.append("chromadb")
-        elif self.vector_store == "pgvector" or self.state_url.get_secret_value():
-            libraries.append("psycopg")
-        if self.source.startswith("s3://") or self.object_store.startswith("s3://"):
-            libraries.append("boto3")
-        return libraries
 
     @property
     def embedded_index(self) -> bool:
-        """An embedded Chroma folder: one writer at a time (a server or Pinecone takes many)."""
+        """A Chroma folder of this machine (served by its local server): one writer at a
+        time. A Chroma server of your own, pgvector or Pinecone take several."""
         return self.vector_store == "chroma" and not self.chroma_url
 
     def embedded_index_exists(self) -> bool:

@@ -227,7 +227,7 @@ def ingest(settings: Settings, instance: dg.DagsterInstance) -> dict[str, dict]:
     """Register the prefixes and run ingest_job for each; returns each partition's
     materialization metadata by asset."""
     from dam_pipeline.definitions import build_definitions
-    from dam_pipeline.defs.jobs import register_prefixes
+    from dam_pipeline.defs.instance import register_prefixes
 
     _, keys = register_prefixes(instance, settings.open_source())
     job = build_definitions(settings).resolve_job_def("ingest_job")

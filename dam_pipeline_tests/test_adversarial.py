@@ -214,7 +214,7 @@ def test_a_vanished_prefix_is_reported_and_forgotten_only_on_request(
     assert dam(settings, "forget-prefix", "kitchen", "--yes").code == 2  # still has objects
     assert dam(settings, "forget-prefix", "other").code == 1  # asks for --yes
     forgot = dam(settings, "forget-prefix", "other", "--yes")
-    assert forgot.code == 0 and "1 vectors removed" in forgot.out
+    assert forgot.code == 0 and "1 vectors and its partition removed" in forgot.out
     assert [h.key for h in api.search("a cat", top_k=5, settings=settings)] == [
         "kitchen/coffee.jpg"
     ]

@@ -134,7 +134,7 @@ def test_quarantine_share_check_warns(settings: Settings, instance) -> None:
     import dagster as dg
 
     from dam_pipeline.definitions import build_definitions
-    from dam_pipeline.defs.jobs import register_prefixes
+    from dam_pipeline.defs.instance import register_prefixes
 
     for key, data in {
         "mixed/good.jpg": jpeg_bytes(photo("coffee")),

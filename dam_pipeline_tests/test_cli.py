@@ -167,7 +167,7 @@ def test_init_home_upgrades_its_own_old_dagster_yaml_and_leaves_yours(
 ) -> None:
     import dagster as dg
 
-    from dam_pipeline.cli import DAGSTER_YAML, ensure_dagster_home
+    from dam_pipeline.defs.instance import dagster_yaml, ensure_dagster_home
 
     home = Path(settings.dagster_home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -175,10 +175,16 @@ def test_init_home_upgrades_its_own_old_dagster_yaml_and_leaves_yours(
     old = "# Written by `dam init-home`. One writer.\nrun_queue:\n  max_concurrent_runs: 1\n"
     (home / "dagster.yaml").write_text(old)
     ensure_dagster_home(settings)
-    assert (home / "dagster.yaml").read_text() == DAGSTER_YAML
+    assert (home / "dagster.yaml").read_text() == dagster_yaml(settings)
     assert (home / "dagster.yaml.previous").read_text() == old
     instance = dg.DagsterInstance.from_config(str(home))
-    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 10
+    concurrency = instance.get_concurrency_config()
+    assert concurrency.run_queue_config.max_concurrent_runs == 10
+    # one writer of the embedded index at a time, whatever path starts the run
+    assert concurrency.pool_config.default_pool_limit == 1
+    assert concurrency.pool_config.pool_granularity.value == "op"
+    server = settings.replace(chroma_url="http://127.0.0.1:9")
+    assert "default_limit: 4" in dagster_yaml(server)
 
     mine = "telemetry:\n  enabled: false\n"
     (home / "dagster.yaml").write_text(mine)

@@ -88,7 +88,8 @@ def test_query_job_shows_the_answer_as_markdown(shared_library: IngestedLibrary,
     result = job.execute_in_process(
         instance=instance,
         run_config={
-            "ops": {"answer_question": {"config": {"question": "a cup of coffee", "top_k": 3}}}
+            "question": "a cup of coffee",
+            "top_k": 3,
         },
     )
     output = result.output_for_node("answer_question")

@@ -133,7 +133,7 @@ def run_query(settings: Settings, config: dict) -> dg.ExecuteInProcessResult:
         job = build_definitions(settings).resolve_job_def("query_job")
         return job.execute_in_process(
             instance=instance,
-            run_config={"ops": {"answer_question": {"config": config}}},
+            run_config=config,
             raise_on_error=False,
         )
 
@@ -181,6 +181,26 @@ def test_query_job_refuses_a_bad_request_in_one_line(library: Settings) -> None:
 def test_query_job_config_refuses_unknown_choices_before_launch(library: Settings) -> None:
     with pytest.raises(dg.DagsterInvalidConfigError):
         run_query(library, {"mode": "serch", "question": "cat"})
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"question": "   "}, "The question is empty"),
+        ({"mode": "search", "question": ""}, "The question is empty"),
+        ({"mode": "similar"}, "exactly one of key or image_path"),
+        ({"question": "cat", "date_from": "2024-13-01"}, "date_from must be a date"),
+    ],
+)
+def test_query_job_refuses_a_query_it_cannot_answer_before_a_run_exists(
+    library: Settings, config: dict, reason: str
+) -> None:
+    job = build_definitions(library).resolve_job_def("query_job")
+    with dg.instance_for_test() as instance:
+        with pytest.raises(dg.DagsterUserCodeExecutionError) as refused:
+            job.execute_in_process(instance=instance, run_config=config)
+        assert reason in str(refused.value.__cause__)
+        assert instance.get_runs() == []
 
 
 @pytest.mark.parametrize(

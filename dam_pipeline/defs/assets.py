@@ -2,14 +2,24 @@
 
 raw_images → normalized_images → captions → embeddings → vector_index
 
-Each asset passes a manifest (never image bytes) to the next and delegates the work to the
-stage function of the same name in ``dam_pipeline.stages``. ``build_image_library_assets``
-binds them to the configured providers, which the asset graph shows as kinds.
+Each asset passes manifests (never image bytes) to the next and delegates the work to the
+stage function of the same name in ``dam_pipeline.stages``.
+
+A run may cover many partitions (a backfill runs as one run, ``BackfillPolicy.single_run``):
+every step then works through the run's partitions one by one, so process start-up and model
+loading are paid once per run. Partitions stay independent: each gets its own metadata, and
+one whose step fails is left out of the later steps (its previous manifests stay), reported
+in its metadata and the log, and fails the run at the end, while the others are indexed and
+materialized (``vector_index`` records a materialization per partition it finished).
 """
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 
 import dagster as dg
 
 from dam_pipeline import stages
+from dam_pipeline.defs import checks
 from dam_pipeline.defs.metadata import caption_preview, stage_metadata
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import (
@@ -25,91 +35,171 @@ from dam_pipeline.settings import Settings
 
 GROUP = "image_library"
 ASSET_NAMES = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
+OWNERS = ["team:dam_pipeline"]
+INDEX_WRITER_POOL = "dam_index_writer"
+"""The Dagster pool of the step that writes the vector index (limit: ``dam init-home``)."""
+
+Manifests = dict[str, Manifest]
+"""Partition key -> that partition's manifest, for the partitions of the run."""
+
+
+def each_partition(
+    context: dg.AssetExecutionContext,
+    upstream: Mapping[str, Manifest] | None,
+    work: Callable[[str, Manifest | None], Manifest],
+) -> Manifests:
+    """Run ``work`` for each partition of the run that its upstream step finished; a
+    partition whose work fails is logged, marked in its metadata and left out."""
+    keys = context.partition_keys
+    done: Manifests = {}
+    for key in keys:
+        if upstream is not None and key not in upstream:
+            continue  # an earlier step failed for it: reported there
+        try:
+            manifest = work(key, upstream[key] if upstream is not None else None)
+        except Exception as exc:
+            if len(keys) == 1:
+                raise  # one partition: the run fails with the step, as Dagster shows it
+            context.log.exception("%s failed for partition %s", context.asset_key.path[-1], key)
+            context.add_asset_metadata(
+                {"failed": True, "error": f"{type(exc).__name__}: {exc}"[:500]}, partition_key=key
+            )
+            continue
+        context.add_asset_metadata(stage_metadata(manifest), partition_key=key)
+        done[key] = manifest
+    return done
 
 
 def raw_images(
     context: dg.AssetExecutionContext, source: SourceResource, storage: StorageResource
-) -> dg.Output[Manifest]:
+) -> Manifests:
     """The image objects under the prefix: key, size, last-modified, content hash."""
-    manifest = stages.list_raw_images(
-        source.open(),
-        decode_prefix(context.partition_key),
-        previous=storage.previous_manifest("raw_images", context.partition_key),
-        workers=storage.settings.workers,
+    opened = source.open()
+    return each_partition(
+        context,
+        None,
+        lambda key, _: stages.list_raw_images(
+            opened,
+            decode_prefix(key),
+            previous=storage.previous_manifest("raw_images", key),
+            workers=storage.settings.workers,
+        ),
     )
-    return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
 def normalized_images(
     context: dg.AssetExecutionContext,
-    raw_images: Manifest,
+    raw_images: Manifests,
     source: SourceResource,
     storage: StorageResource,
-) -> dg.Output[Manifest]:
+) -> Manifests:
     """Upright RGB JPEGs, longest side capped, stored by content hash; undecodable objects
     are quarantined with their reason."""
-    manifest = stages.normalize_partition(
-        source.open(),
+    opened, settings = source.open(), storage.settings
+    return each_partition(
+        context,
         raw_images,
-        storage.object_store(),
-        previous=storage.previous_manifest("normalized_images", context.partition_key),
-        max_side=storage.settings.max_side,
-        max_pixels=storage.settings.max_image_pixels or None,
-        workers=storage.settings.workers,
-        decode_memory_bytes=storage.settings.decode_memory_mb * 2**20,
+        lambda key, raw: stages.normalize_partition(
+            opened,
+            raw,
+            storage.object_store(),
+            previous=storage.previous_manifest("normalized_images", key),
+            max_side=settings.max_side,
+            max_pixels=settings.max_image_pixels or None,
+            workers=settings.workers,
+            decode_memory_bytes=settings.decode_memory_mb * 2**20,
+        ),
     )
-    return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
 def captions(
-    normalized_images: Manifest, captioner: CaptionerResource, storage: StorageResource
-) -> dg.Output[Manifest]:
+    context: dg.AssetExecutionContext,
+    normalized_images: Manifests,
+    captioner: CaptionerResource,
+    storage: StorageResource,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """A searchable description of every image, with tags, labels and colours."""
-    store = storage.object_store()
-    manifest = stages.caption_partition(
-        normalized_images, store, captioner.build(), storage.cache()
-    )
-    metadata = stage_metadata(manifest)
-    metadata["preview"] = caption_preview(manifest, store)
-    return dg.Output(manifest, metadata=metadata)
+    store, built, cache = storage.object_store(), captioner.build(), storage.cache()
+
+    def caption(key: str, normalized: Manifest) -> Manifest:
+        manifest = stages.caption_partition(normalized, store, built, cache)
+        context.add_asset_metadata({"preview": caption_preview(manifest, store)}, partition_key=key)
+        return manifest
+
+    done = each_partition(context, normalized_images, caption)
+    yield dg.Output(done)
+    yield checks.quarantine_share(done, storage.settings.max_quarantine_share)
 
 
 def embeddings(
-    captions: Manifest, embedder: EmbedderResource, storage: StorageResource
-) -> dg.Output[Manifest]:
+    context: dg.AssetExecutionContext,
+    captions: Manifests,
+    embedder: EmbedderResource,
+    storage: StorageResource,
+) -> Manifests:
     """One normalized vector per caption; vectors live in the content cache."""
-    manifest = stages.embed_partition(
-        captions, embedder.build(), storage.cache(), storage.object_store()
+    built, cache, store = embedder.build(), storage.cache(), storage.object_store()
+    return each_partition(
+        context, captions, lambda _, caption: stages.embed_partition(caption, built, cache, store)
     )
-    return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
 def vector_index(
     context: dg.AssetExecutionContext,
-    embeddings: Manifest,
+    embeddings: Manifests,
     source: SourceResource,
     vector_store: VectorStoreResource,
     storage: StorageResource,
-) -> dg.Output[Manifest]:
-    """The partition's vectors in the index, exactly one per indexed object."""
-    with storage.index_writer() as lock:
-        manifest = stages.index_partition(
-            embeddings,
-            vector_store.open(),
-            storage.cache(),
-            source_id=source.open().source_id,
-            partition_key=context.partition_key,
-            max_delete_share=vector_store.settings.max_delete_share,
-            keywords=storage.keyword_index(),
+) -> Iterator[dg.AssetMaterialization]:
+    """The partition's vectors in the index, exactly one per indexed object. A
+    materialization is recorded per partition as it is finished; the run fails at the end
+    if any partition of it failed at any step."""
+    store, source_id = vector_store.open(), source.open().source_id
+
+    def index(key: str, embedded: Manifest) -> Manifest:
+        with storage.index_writer() as lock:
+            manifest = stages.index_partition(
+                embedded,
+                store,
+                storage.cache(),
+                source_id=source_id,
+                partition_key=key,
+                max_delete_share=vector_store.settings.max_delete_share,
+                keywords=storage.keyword_index(),
+            )
+        manifest.summary["seconds_waiting_for_index"] = lock["seconds_waited"]
+        if manifest.summary.get("deletion_blocked"):
+            context.log.error(
+                "Deletion sync refused for %s: %s vectors would vanish at once. Check the source.",
+                key,
+                manifest.summary["would_delete"],
+            )
+        storage.state().manifests.write("vector_index", key, manifest)
+        return manifest
+
+    finished = {}
+    for key in context.partition_keys:
+        if key not in embeddings:
+            continue
+        try:
+            manifest = index(key, embeddings[key])
+        except Exception:
+            if len(context.partition_keys) == 1:
+                raise
+            context.log.exception("vector_index failed for partition %s", key)
+            continue
+        finished[key] = manifest
+        yield dg.AssetMaterialization(
+            asset_key="vector_index", partition=key, metadata=stage_metadata(manifest)
         )
-    manifest.summary["seconds_waiting_for_index"] = lock["seconds_waited"]
-    if manifest.summary.get("deletion_blocked"):
-        context.log.error(
-            "Deletion sync refused for %s: %s vectors would vanish at once. Check the source.",
-            context.partition_key,
-            manifest.summary["would_delete"],
+    yield checks.index_matches_manifest(finished, store)
+    failed = [key for key in context.partition_keys if key not in finished]
+    if failed:
+        raise dg.Failure(
+            description=f"{len(failed)} of {len(context.partition_keys)} partitions failed "
+            f"({', '.join(failed[:10])}); the others are indexed. See each step's log.",
+            metadata={"failed": dg.MetadataValue.json(failed), "finished": len(finished)},
         )
-    return dg.Output(manifest, metadata=stage_metadata(manifest))
 
 
 CAPTIONER_KINDS = {"local": "pytorch", "groq": "groq", "openai": "openai"}
@@ -126,24 +216,43 @@ only what is missing: captions and vectors already made are in the content cache
 
 
 def build_image_library_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    """The five assets, with kinds naming the configured source and providers, and a retry
-    policy on the steps whose configured provider is reached over the network."""
+    """The five assets, with kinds naming the configured source and providers, a retry
+    policy on the steps whose provider is reached over the network, one run per backfill,
+    and the index writer in its pool."""
     from_bucket = settings.source.startswith("s3://")
     state = "postgres" if settings.state_url.get_secret_value() else "sqlite"
-    steps = {
+    steps: dict[Callable, tuple[set[str], bool]] = {
         raw_images: ({"s3" if from_bucket else "python"}, from_bucket),
         normalized_images: ({"python", "pillow"}, from_bucket),
         captions: ({CAPTIONER_KINDS[settings.captioner]}, settings.captioner != "local"),
         embeddings: ({EMBEDDER_KINDS[settings.embedder]}, settings.embedder == "bedrock-titan"),
         vector_index: ({STORE_KINDS[settings.vector_store], state}, not settings.embedded_index),
     }
-    return [
-        dg.asset(
-            partitions_def=image_prefixes,
-            io_manager_key="manifest_io_manager",
-            group_name=GROUP,
-            kinds=kinds,
-            retry_policy=REMOTE_RETRY if remote else None,
-        )(compute)
-        for compute, (kinds, remote) in steps.items()
-    ]
+    with warnings.catch_warnings():
+        # the backfill policy is what the asset graph's backfills need; Dagster still
+        # calls the parameter beta and says so on every load
+        warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
+        return [_asset(compute, kinds, remote) for compute, (kinds, remote) in steps.items()]
+
+
+def _asset(compute: Callable, kinds: set[str], remote: bool) -> dg.AssetsDefinition:
+    return dg.asset(
+        partitions_def=image_prefixes,
+        io_manager_key="manifest_io_manager",
+        group_name=GROUP,
+        kinds=kinds,
+        owners=OWNERS,
+        retry_policy=REMOTE_RETRY if remote else None,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        **EXTRA.get(compute.__name__, {}),
+    )(compute)
+
+
+EXTRA: dict[str, dict] = {
+    "captions": {"check_specs": [checks.QUARANTINE_SHARE]},
+    "vector_index": {
+        "pool": INDEX_WRITER_POOL,
+        "output_required": False,  # it records a materialization per partition it finishes
+        "check_specs": [checks.INDEX_MATCHES_MANIFEST],
+    },
+}

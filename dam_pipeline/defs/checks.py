@@ -1,75 +1,105 @@
-"""Asset checks: what must hold after each materialization, shown beside the asset in the UI."""
+"""Asset checks: what must hold after each materialization, shown beside the asset in the UI.
+
+They are evaluated inside the step that materializes the asset (``check_specs``), over every
+partition of the run, with one row per partition in their metadata: a run over many
+partitions gets one verdict, and the table says which partition broke it.
+"""
+
+from __future__ import annotations
 
 import dagster as dg
 
-from dam_pipeline.defs.partitions import image_prefixes
-from dam_pipeline.defs.resources import StorageResource, VectorStoreResource
 from dam_pipeline.manifests import Manifest
+from dam_pipeline.vector_stores import VectorStore
 
-
-@dg.asset_check(
+QUARANTINE_SHARE = dg.AssetCheckSpec(
+    "captions_quarantine_share",
     asset="captions",
-    partitions_def=image_prefixes,
     description="Few images are quarantined or failed (warns above DAM_MAX_QUARANTINE_SHARE).",
 )
-def captions_quarantine_share(captions: Manifest, storage: StorageResource) -> dg.AssetCheckResult:
-    threshold = storage.settings.max_quarantine_share
-    seen = len(captions)
-    not_ok = captions.not_ok()
-    share = len(not_ok) / seen if seen else 0.0
+INDEX_MATCHES_MANIFEST = dg.AssetCheckSpec(
+    "vector_index_matches_manifest",
+    asset="vector_index",
+    description="Exactly one vector per processed object, of the configured model and dimension.",
+)
+
+PARTITION_ROWS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("partition", "string"),
+        dg.TableColumn("passed", "bool"),
+        dg.TableColumn("detail", "string"),
+    ]
+)
+
+
+def _rows(rows: list[tuple[str, bool, str]]) -> dg.TableMetadataValue:
+    return dg.MetadataValue.table(
+        [dg.TableRecord({"partition": p, "passed": ok, "detail": d}) for p, ok, d in rows],
+        schema=PARTITION_ROWS,
+    )
+
+
+def quarantine_share(captions: dict[str, Manifest], threshold: float) -> dg.AssetCheckResult:
+    """The share of quarantined or failed images of each partition, against the threshold."""
+    rows, examples = [], {}
+    seen = quarantined = failed = 0
+    for key, manifest in captions.items():
+        not_ok = manifest.not_ok()
+        share = len(not_ok) / len(manifest) if len(manifest) else 0.0
+        seen += len(manifest)
+        quarantined += sum(r.status == "quarantined" for r in not_ok)
+        failed += sum(r.status == "failed" for r in not_ok)
+        rows.append((key, share <= threshold, f"{len(not_ok)} of {len(manifest)} not ok"))
+        examples.update({r.key: r.reason for r in not_ok[: 10 - len(examples)]})
     return dg.AssetCheckResult(
-        passed=share <= threshold,
+        check_name=QUARANTINE_SHARE.name,
+        passed=all(ok for _, ok, _ in rows),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "seen": seen,
-            "quarantined": sum(r.status == "quarantined" for r in not_ok),
-            "failed": sum(r.status == "failed" for r in not_ok),
-            "share": round(share, 4),
+            "quarantined": quarantined,
+            "failed": failed,
+            "share": round((quarantined + failed) / seen, 4) if seen else 0.0,
             "threshold": threshold,
-            "examples": dg.MetadataValue.json({r.key: r.reason for r in not_ok[:10]}),
+            "partitions": _rows(rows),
+            "examples": dg.MetadataValue.json(examples),
         },
     )
 
 
-@dg.asset_check(
-    asset="vector_index",
-    partitions_def=image_prefixes,
-    description="Exactly one vector per processed object, of the configured model and dimension.",
-)
-def vector_index_matches_manifest(
-    context: dg.AssetCheckExecutionContext,
-    vector_index: Manifest,
-    vector_store: VectorStoreResource,
-) -> dg.AssetCheckResult:
-    store = vector_store.open()
-    partition_key = context.partition_key if context.has_partition_key else None
-    stored = store.list_partition(partition_key) if partition_key else {}
-    expected = {r.vector_id for r in vector_index if r.status == "ok"}
-    kept = {r.vector_id for r in vector_index if r.status == "failed"}
-    missing = sorted(expected - set(stored))
-    extra = sorted(set(stored) - expected - kept)
-    summary = vector_index.summary
+def index_problems(manifest: Manifest, store: VectorStore, partition_key: str) -> list[str]:
+    """What is wrong with one partition's slice of the index (nothing: it matches)."""
+    stored = store.list_partition(partition_key)
+    expected = {r.vector_id for r in manifest if r.status == "ok"}
+    kept = {r.vector_id for r in manifest if r.status == "failed"}
+    summary = manifest.summary
+    problems = []
+    if missing := expected - set(stored):
+        problems.append(f"{len(missing)} missing")
+    if extra := set(stored) - expected - kept:
+        problems.append(f"{len(extra)} extra")
     models = {m.get("embedder") for m in stored.values()}
-    wrong_model = models - {summary.get("embedder")} if expected else set()
+    if expected and models - {summary.get("embedder")}:
+        problems.append(f"other models: {sorted(str(m) for m in models)}")
     binding = store.binding()
-    wrong_dimension = (
-        bool(expected) and binding is not None and binding[1] != summary.get("dimension")
-    )
+    if expected and binding is not None and binding[1] != summary.get("dimension"):
+        problems.append(f"index is {binding[1]}-d, manifest {summary.get('dimension')}-d")
+    if summary.get("deletion_blocked"):
+        problems.append(f"deletion blocked ({summary.get('would_delete')} would vanish)")
+    return problems
+
+
+def index_matches_manifest(indexed: dict[str, Manifest], store: VectorStore) -> dg.AssetCheckResult:
+    """Every partition of the run has exactly its manifest's vectors in the index."""
+    rows = []
+    for key, manifest in indexed.items():
+        problems = index_problems(manifest, store, key)
+        rows.append((key, not problems, "; ".join(problems) or f"{len(manifest.ok())} vectors"))
     return dg.AssetCheckResult(
-        passed=not (
-            missing or extra or wrong_model or wrong_dimension or summary.get("deletion_blocked")
-        ),
+        check_name=INDEX_MATCHES_MANIFEST.name,
+        passed=all(ok for _, ok, _ in rows),
         metadata={
-            "expected": len(expected),
-            "stored": len(stored),
-            "missing": len(missing),
-            "extra": len(extra),
-            "models": dg.MetadataValue.json(sorted(str(m) for m in models)),
-            "index_dimension": binding[1] if binding else 0,
-            "manifest_dimension": int(summary.get("dimension", 0)),
-            "deletion_blocked": bool(summary.get("deletion_blocked")),
+            "partitions": _rows(rows),
+            "failing": sum(not ok for _, ok, _ in rows),
         },
     )
-
-
-image_library_checks = [captions_quarantine_share, vector_index_matches_manifest]

@@ -13,7 +13,6 @@ from dam_pipeline.defs.metadata import (
     hits_table,
     thumbnail_data_uri,
 )
-from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import (
     CaptionerResource,
     EmbedderResource,
@@ -23,45 +22,22 @@ from dam_pipeline.defs.resources import (
     VectorStoreResource,
     open_library,
 )
-from dam_pipeline.keys import encode_prefix
 from dam_pipeline.library import EmptyIndexError, QueryError
 from dam_pipeline.reasoning import Answer
-from dam_pipeline.sources import Source
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups(GROUP),
-    partitions_def=image_prefixes,
-    # One process per run: the steps run one after the other anyway (each needs the one
-    # before), and a process per step would import torch and load the models five times.
-    executor_def=dg.in_process_executor,
     tags={"dam/job": "ingest"},  # dagster.yaml limits how many of these run at once
     description="Materialize the whole image pipeline for one prefix.",
 )
 
 
-def register_prefixes(instance: dg.DagsterInstance, source: Source) -> tuple[list[str], list[str]]:
-    """Add a partition for every prefix the source holds; returns (new keys, all keys)."""
-    from sqlalchemy.exc import IntegrityError
-
-    keys = [encode_prefix(prefix) for prefix in source.list_prefixes()]
-    for attempt in range(3):
-        existing = set(instance.get_dynamic_partitions(image_prefixes.name))
-        new = [key for key in keys if key not in existing]
-        try:
-            if new:
-                instance.add_dynamic_partitions(image_prefixes.name, new)
-            break
-        except IntegrityError:
-            # another machine registered some of them at the same moment: look again
-            if attempt == 2:
-                raise
-    return new, keys
-
-
 @dg.op
 def discover_prefixes(context: dg.OpExecutionContext, source: SourceResource) -> list[str]:
     """Register every prefix of the source as a partition of the image assets."""
+    from dam_pipeline.defs.instance import register_prefixes
+
     new, keys = register_prefixes(context.instance, source.open())
     context.log.info("%d prefixes, %d new: %s", len(keys), len(new), ", ".join(new) or "none")
     context.add_output_metadata({"prefixes": len(keys), "new": len(new)})
@@ -182,9 +158,24 @@ def _answer(library, config: QueryConfig) -> Answer:
     return library.ask(config.question, **config.search_options())
 
 
+def checked_query(values: dict) -> dict:
+    """Runs at launch, after Dagster checked the values against ``QueryConfig``'s schema (a
+    typo in ``mode`` is refused there): a query that cannot be answered as asked is refused
+    too, before a run exists, with the reason in the launchpad."""
+    config = QueryConfig(**values)
+    if config.mode in ("ask", "search") and not config.question.strip():
+        raise QueryError("The question is empty: write what to look for.")
+    if config.mode == "similar" and bool(config.key) == bool(config.image_path):
+        raise QueryError("similar needs exactly one of key or image_path.")
+    config.search_options()  # the dates parse
+    return {"ops": {"answer_question": {"config": config.model_dump()}}}
+
+
 @dg.job(
     description="Search the index and answer a question about the images.",
-    executor_def=dg.in_process_executor,  # one step: a step process would load models again
+    config=dg.ConfigMapping(config_fn=checked_query, config_schema=QueryConfig.to_config_schema()),
+    # the terminal of `dam ask` shows warnings only; the run's events are all recorded
+    logger_defs={"console": dg.colored_console_logger.configured({"log_level": "WARNING"})},
 )
 def query_job() -> None:
     answer_question()

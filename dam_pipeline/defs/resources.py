@@ -141,24 +141,38 @@ def open_library(
 class ManifestIOManager(dg.ConfigurableIOManager):
     """Passes manifests between assets through the manifest store: JSON lines under
     ``<data_dir>/manifests/<asset>/`` (readable by people), or Postgres in the shared profile;
-    image bytes never pass through here."""
+    image bytes never pass through here. A step hands over ``{partition key: manifest}`` for
+    the partitions of its run that it finished; a partition it left out (it failed) keeps
+    its previous manifest and is left out of the next step too."""
 
     storage: dg.ResourceDependency[StorageResource]
+    _left_out: set[tuple[str, str]] = PrivateAttr(default_factory=set)
 
-    def handle_output(self, context: dg.OutputContext, obj: Manifest) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Manifest]) -> None:
         asset = context.asset_key.path[-1]
-        where = self.storage.state().manifests.write(asset, context.asset_partition_key, obj)
-        context.add_output_metadata({"manifest": dg.MetadataValue.text(where)})
+        manifests = self.storage.state().manifests
+        for key in context.asset_partition_keys:
+            if key in obj:
+                manifests.write(asset, key, obj[key])
+            else:
+                self._left_out.add((asset, key))
+        context.add_output_metadata({"partitions": len(obj)})
 
-    def load_input(self, context: dg.InputContext) -> Manifest:
+    def load_input(self, context: dg.InputContext) -> dict[str, Manifest]:
         asset = context.asset_key.path[-1]
-        manifest = self.storage.state().manifests.read(asset, context.asset_partition_key)
-        if manifest is None:
-            raise FileNotFoundError(
-                f"No {asset} manifest for partition {context.asset_partition_key}: "
-                f"materialize {context.asset_key.to_user_string()} for it first"
-            )
-        return manifest
+        manifests = self.storage.state().manifests
+        loaded = {}
+        for key in context.asset_partition_keys:
+            if (asset, key) in self._left_out:
+                continue
+            manifest = manifests.read(asset, key)
+            if manifest is None:
+                raise FileNotFoundError(
+                    f"No {asset} manifest for partition {key}: materialize "
+                    f"{context.asset_key.to_user_string()} for it first"
+                )
+            loaded[key] = manifest
+        return loaded
 
 
 def _secret(settings: Settings, variable: str) -> str | None:

@@ -1,0 +1,173 @@
+"""The asset graph as an experienced Dagster user drives it: a real `dagster-webserver` and
+`dagster-daemon`, work launched through the webserver's GraphQL API exactly as the UI's
+"Materialize" button does (one partition: an ``__ASSET_JOB`` run; several: an asset
+backfill). Every step runs in the run's own process, a backfill is one run, and a run
+whose worker is killed is failed and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+
+import dam_pipeline
+from bench.dagster_ui import backfill_partitions, materialize_partition
+from dam_pipeline.defs.instance import ensure_dagster_home, register_prefixes
+from dam_pipeline.defs.run_monitoring import worker_pid
+from dam_pipeline.locks import exclusive
+from dam_pipeline.settings import Settings
+from dam_pipeline_tests.conftest import write_library
+from dam_pipeline_tests.servers import free_port, wait_for_http
+
+PROJECT = Path(dam_pipeline.__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "horse", "camera")
+PARTITIONS = [f"p{i}" for i in range(len(PHOTOS))]
+
+
+def wait_for(what: str, check, log: Path, seconds: float = 300):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.2)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+    raise AssertionError(f"{what} did not happen in {seconds:.0f}s; log:\n{tail}")
+
+
+def step_pids(instance: dg.DagsterInstance, run_id: str) -> set[int]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return {r.event_log_entry.dagster_event.pid for r in records}
+
+
+def reached(instance: dg.DagsterInstance, run_id: str, step: str) -> bool:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return any(r.event_log_entry.step_key == step for r in records)
+
+
+@pytest.mark.slow
+def test_materialize_and_backfill_from_the_asset_graph(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_library(
+        settings.layout.library,
+        {f"{p}/photo.jpg": name for p, name in zip(PARTITIONS, PHOTOS, strict=True)},
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "DAM_DATA_DIR": str(settings.data_dir),
+        "DAM_WORKERS": "2",
+    }
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    ensure_dagster_home(settings)
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    register_prefixes(instance, settings.open_source())
+    workspace = ["-w", str(PROJECT / "workspace.yaml")]
+    log_path = settings.data_dir / "dagster.log"
+    log = log_path.open("w")
+    port = free_port()
+    processes = [
+        subprocess.Popen(
+            [BIN / "dagster-webserver", *workspace, "-h", "127.0.0.1", "-p", str(port)],
+            env=env,
+            cwd=PROJECT,
+            stdout=log,
+            stderr=log,
+        ),
+        subprocess.Popen(
+            [BIN / "dagster-daemon", "run", *workspace],
+            env=env,
+            cwd=PROJECT,
+            stdout=log,
+            stderr=log,
+        ),
+    ]
+    url = f"http://127.0.0.1:{port}"
+
+    def finished(run_id: str) -> dg.DagsterRun | None:
+        run = instance.get_run_by_id(run_id)
+        return run if run is not None and run.is_finished else None
+
+    try:
+        wait_for_http(f"{url}/server_info", processes[0], timeout=120)
+        # 1. "Materialize all" over six partitions: one backfill, executed as one run
+        backfill_id = backfill_partitions(url, PARTITIONS)
+        runs = wait_for(
+            "the backfill's run to finish",
+            lambda: [
+                r
+                for r in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+                if r.is_finished
+            ],
+            log_path,
+        )
+        assert len(instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))) == 1
+        (run,) = runs
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        # every step ran in the run's process (no process per step)
+        assert step_pids(instance, run.run_id) == {worker_pid(instance, run.run_id)}
+        indexed = instance.get_materialized_partitions(dg.AssetKey("vector_index"))
+        assert indexed == set(PARTITIONS)
+        checks = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        verdicts = {
+            r.event_log_entry.dagster_event.event_specific_data.check_name: (
+                r.event_log_entry.dagster_event.event_specific_data
+            )
+            for r in checks
+        }
+        index_check = verdicts["vector_index_matches_manifest"]
+        assert index_check.passed
+        rows = index_check.metadata["partitions"].value.records
+        assert sorted(row.data["partition"] for row in rows) == PARTITIONS
+
+        # 2. "Materialize" one partition: an __ASSET_JOB run, in one process
+        single = materialize_partition(url, "p0")
+        one = wait_for("the single run to finish", lambda: finished(single), log_path)
+        assert one.status == dg.DagsterRunStatus.SUCCESS, one.status
+        assert step_pids(instance, one.run_id) == {worker_pid(instance, one.run_id)}
+
+        # 3. A run from the asset graph whose worker is killed while it waits to write the
+        # index: failed, nothing written into it afterwards, no process left behind, and
+        # its pool slot given back (the next run writes the index).
+        write_library(settings.layout.library, {"p1/second.jpg": "coffee"})
+        with exclusive(settings.layout.index_writer_lock, "the test, as another writer"):
+            killed = materialize_partition(url, "p1")
+            wait_for(
+                "it waits at vector_index",
+                lambda: reached(instance, killed, "vector_index"),
+                log_path,
+            )
+            worker = psutil.Process(worker_pid(instance, killed))
+            children = [
+                p
+                for p in worker.children(recursive=True)
+                if "local_chroma" not in " ".join(p.cmdline())
+            ]
+            worker.kill()
+            dead = wait_for("the killed run failed", lambda: finished(killed), log_path, 60)
+            assert dead.status == dg.DagsterRunStatus.FAILURE
+            events = len(instance.all_logs(killed))
+            time.sleep(3)
+            assert len(instance.all_logs(killed)) == events
+            assert not [
+                p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            ]
+        again = materialize_partition(url, "p1")
+        after = wait_for("the next run", lambda: finished(again), log_path)
+        assert after.status == dg.DagsterRunStatus.SUCCESS
+        assert reached(instance, again, "vector_index")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+        log.close()
