@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from dam_pipeline import components
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg
@@ -70,8 +72,8 @@ def run(library: Path, data: Path) -> dict:
     )
     job = build_definitions(settings).resolve_job_def("ingest_job")
     with dg.instance_for_test() as instance:
-        (key,) = register_prefixes(instance, settings.open_source())[1]
-        images = sum(1 for _ in settings.open_source().iter_objects(decode_prefix(key)))
+        (key,) = register_prefixes(instance, components.open_source(settings))[1]
+        images = sum(1 for _ in components.open_source(settings).iter_objects(decode_prefix(key)))
         with PeakRSS() as memory:
             start = time.perf_counter()
             first = job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET)

@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from dam_pipeline import components
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg
@@ -45,7 +47,7 @@ def index_eval_set(folder: Path, rows: list[dict], settings: Settings) -> dict:
     for row in rows:
         shutil.copyfile(folder / "images" / row["file"], library / row["file"])
     with dg.instance_for_test() as instance:
-        register_prefixes(instance, settings.open_source())
+        register_prefixes(instance, components.open_source(settings))
         result = (
             build_definitions(settings)
             .resolve_job_def("ingest_job")

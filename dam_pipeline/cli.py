@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 from dotenv import load_dotenv
 
+from dam_pipeline import components
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model loading is not news
@@ -52,7 +54,7 @@ def cmd_prefixes(settings: Settings, _: argparse.Namespace) -> int:
     from dam_pipeline.defs.instance import register_prefixes
     from dam_pipeline.keys import decode_prefix
 
-    new, keys = register_prefixes(_instance(settings), settings.open_source())
+    new, keys = register_prefixes(_instance(settings), components.open_source(settings))
     for key in keys:
         label = printable(decode_prefix(key)) or "(top level)"
         print(f"{'+' if key in new else ' '} {printable(key):40} {label}")
@@ -214,7 +216,7 @@ def cmd_reset_index(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.embedded_index_exists():
         print(f"There is no index at {settings.chroma_path}: nothing to reset.")
         return 0
-    store = settings.open_vector_store()
+    store = components.open_vector_store(settings)
     if not args.yes:
         print(
             f"This deletes all {store.count()} vectors in {settings.collection}. Re-run with --yes."

@@ -18,6 +18,7 @@ from datetime import date
 from functools import cached_property
 from pathlib import Path
 
+from dam_pipeline import components
 from dam_pipeline.captioning import Captioner
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import NormalizeError, ObjectStore
@@ -123,27 +124,27 @@ class Library:
 
     @cached_property
     def source(self) -> Source:
-        return self._given["source"] or self.settings.open_source()
+        return self._given["source"] or components.open_source(self.settings)
 
     @cached_property
     def index(self) -> VectorStore:
-        return self._given["index"] or self.settings.open_vector_store()
+        return self._given["index"] or components.open_vector_store(self.settings)
 
     @cached_property
     def embedder(self) -> Embedder:
-        return self._given["embedder"] or self.settings.build_embedder()
+        return self._given["embedder"] or components.build_embedder(self.settings)
 
     @cached_property
     def captioner(self) -> Captioner:
-        return self._given["captioner"] or self.settings.build_captioner()
+        return self._given["captioner"] or components.build_captioner(self.settings)
 
     @cached_property
     def reasoner(self) -> Reasoner:
-        return self._given["reasoner"] or self.settings.build_reasoner()
+        return self._given["reasoner"] or components.build_reasoner(self.settings)
 
     @cached_property
     def state(self) -> PipelineState:
-        return self.settings.open_state()
+        return components.open_state(self.settings)
 
     @cached_property
     def objects(self) -> ObjectStore:

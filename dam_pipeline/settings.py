@@ -12,12 +12,9 @@ there, before any run starts, with one line naming the variable and what it acce
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -28,14 +25,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:
-    from dam_pipeline.captioning import Captioner
-    from dam_pipeline.embedding import Embedder
-    from dam_pipeline.reasoning import Reasoner
-    from dam_pipeline.sources import Source
-    from dam_pipeline.state import PipelineState
-    from dam_pipeline.vector_stores import VectorStore
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "DAM_"
@@ -261,26 +250,6 @@ class Settings(BaseSettings):
     def pgvector_database_url(self) -> str:
         return self.pgvector_url.get_secret_value() or self.state_url.get_secret_value()
 
-    def open_state(self, s3_client: Callable[[], Any] | None = None) -> PipelineState:
-        """Where manifests, the cache, the keyword index and normalized images live;
-        ``s3_client`` makes the object store's client (default: the AWS chain), when needed."""
-        from dam_pipeline.sources import s3_client_from_env
-        from dam_pipeline.state import PipelineState
-
-        if s3_client is None:
-            s3_client = partial(s3_client_from_env, self.s3_endpoint_url, self.aws_region)
-        layout = self.layout
-        return PipelineState(
-            manifests_dir=layout.manifests,
-            objects_dir=layout.objects,
-            cache_file=layout.cache,
-            keywords_file=layout.keywords,
-            rate_limits_file=layout.rate_limits,
-            state_url=self.state_url.get_secret_value(),
-            object_store_url=self.object_store,
-            s3_client=s3_client,
-        )
-
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """Read the environment; a bad value raises ``SettingsError`` naming the variable."""
@@ -328,75 +297,6 @@ class Settings(BaseSettings):
         variable = PROVIDER_KEY_VARIABLES.get(provider)
         return self.secret(variable) if variable else ""
 
-    # One place maps settings to components: the CLI, the API and the Dagster resources all
-    # build through these. ``api_key`` lets Dagster pass a secret resolved at run time.
-
-    def build_captioner(self, api_key: str | None = None) -> Captioner:
-        from dam_pipeline.captioning import build_captioner
-
-        key = api_key if api_key is not None else self.api_key(self.captioner)
-        limiter = None
-        if self.captioner != "local" and self.captioner_requests_per_minute > 0:
-            # One schedule per provider endpoint, model and key, shared by every run.
-            fingerprint = hashlib.sha256(key.encode()).hexdigest()[:12]
-            name = " ".join(
-                ("captioner", self.captioner, self.captioner_base_url, self.captioner_model)
-            )
-            limiter = self.open_state().rate_limiter(
-                f"{name} key:{fingerprint}", self.captioner_requests_per_minute
-            )
-        return build_captioner(
-            self.captioner,
-            model=self.captioner_model,
-            api_key=key,
-            base_url=self.captioner_base_url,
-            concurrency=self.captioner_concurrency,
-            ocr=self.ocr,
-            people=self.detect_people,
-            limiter=limiter,
-        )
-
-    def build_embedder(self) -> Embedder:
-        from dam_pipeline.embedding import build_embedder
-
-        return build_embedder(
-            self.embedder_model,
-            provider=self.embedder,
-            dimension=self.embedding_dimension,
-            region=self.aws_region,
-            endpoint_url=self.bedrock_endpoint_url,
-        )
-
-    def build_reasoner(self, api_key: str | None = None) -> Reasoner:
-        from dam_pipeline.reasoning import build_reasoner
-
-        return build_reasoner(
-            self.reasoner,
-            model=self.reasoner_model,
-            api_key=api_key if api_key is not None else self.api_key(self.reasoner),
-            base_url=self.reasoner_base_url,
-            vision=self.reasoner_vision,
-            timeout=self.llm_timeout,
-        )
-
-    def open_vector_store(self, pinecone_api_key: str | None = None) -> VectorStore:
-        from dam_pipeline.vector_stores import open_vector_store
-
-        if pinecone_api_key is None:
-            pinecone_api_key = self.pinecone_api_key.get_secret_value()
-        return open_vector_store(
-            self.vector_store,
-            collection=self.collection,
-            path=self.chroma_path,
-            url=self.chroma_url or None,
-            pinecone_api_key=pinecone_api_key,
-            pinecone_host=self.pinecone_host,
-            pinecone_index_name=self.pinecone_index_name,
-            namespace=self.pinecone_namespace,
-            pgvector_url=self.pgvector_database_url,
-            chroma_idle_seconds=self.chroma_server_idle_seconds,
-        )
-
     @property
     def embedded_index(self) -> bool:
         """A Chroma folder of this machine (served by its local server): one writer at a
@@ -408,21 +308,6 @@ class Settings(BaseSettings):
         if not self.embedded_index:
             return True
         return self.chroma_path is not None and self.chroma_path.is_dir()
-
-    def open_source(self, s3_client: Any = None) -> Source:
-        """The configured source; a bucket gets ``s3_client`` or one from the AWS chain."""
-        from dam_pipeline.sources import open_source, s3_client_from_env
-
-        if self.source.startswith("s3://") and s3_client is None:
-            s3_client = s3_client_from_env(self.s3_endpoint_url, self.aws_region)
-        return open_source(
-            self.source,
-            depth=self.partition_depth,
-            s3_client=s3_client,
-            url_expiry_seconds=self.url_expiry_seconds,
-            public_url_template=self.public_url_template,
-            library_id=self.library_id,
-        )
 
 
 _LAYOUT = {"source": "library", "chroma_path": "chroma", "dagster_home": "dagster_home"}

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dam_pipeline import components
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -229,7 +231,7 @@ def ingest(settings: Settings, instance: dg.DagsterInstance) -> dict[str, dict]:
     from dam_pipeline.definitions import build_definitions
     from dam_pipeline.defs.instance import register_prefixes
 
-    _, keys = register_prefixes(instance, settings.open_source())
+    _, keys = register_prefixes(instance, components.open_source(settings))
     job = build_definitions(settings).resolve_job_def("ingest_job")
     results = {}
     for key in keys:

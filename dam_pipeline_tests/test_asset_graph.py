@@ -18,6 +18,7 @@ import pytest
 
 import dam_pipeline
 from bench.dagster_ui import backfill_partitions, materialize_partition
+from dam_pipeline import components
 from dam_pipeline.defs.instance import ensure_dagster_home, register_prefixes
 from dam_pipeline.defs.run_monitoring import worker_pid
 from dam_pipeline.locks import exclusive
@@ -68,7 +69,7 @@ def test_materialize_and_backfill_from_the_asset_graph(
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     ensure_dagster_home(settings)
     instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
-    register_prefixes(instance, settings.open_source())
+    register_prefixes(instance, components.open_source(settings))
     workspace = ["-w", str(PROJECT / "workspace.yaml")]
     log_path = settings.data_dir / "dagster.log"
     log = log_path.open("w")

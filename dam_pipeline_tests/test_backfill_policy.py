@@ -9,6 +9,7 @@ import sqlite3
 import dagster as dg
 import pytest
 
+from dam_pipeline import components
 from dam_pipeline.definitions import build_definitions
 from dam_pipeline.defs.instance import register_prefixes
 from dam_pipeline.settings import Settings
@@ -37,7 +38,7 @@ def test_one_run_over_three_partitions_and_one_that_fails(
         settings.layout.library,
         {"p0/cat.jpg": "chelsea", "p1/coffee.jpg": "coffee", "p2/rocket.jpg": "rocket"},
     )
-    register_prefixes(instance, settings.open_source())
+    register_prefixes(instance, components.open_source(settings))
     job = build_definitions(settings).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, tags=RANGE)
     assert result.success
@@ -49,13 +50,13 @@ def test_one_run_over_three_partitions_and_one_that_fails(
 
     # p1's vectors are lost from the cache and the index is emptied: re-indexing p1 fails,
     # p0 and p2 are indexed again and materialized, and the run says which one failed
-    state = settings.open_state()
+    state = components.open_state(settings)
     hashes = [r.input_hash for r in state.manifests.read("embeddings", "p1")]
     with sqlite3.connect(settings.layout.cache) as db:
         db.execute(
             f"DELETE FROM vectors WHERE input_hash IN ({','.join('?' * len(hashes))})", hashes
         )
-    settings.open_vector_store().reset()
+    components.open_vector_store(settings).reset()
     again = job.execute_in_process(
         instance=instance,
         tags=RANGE,
@@ -66,6 +67,6 @@ def test_one_run_over_three_partitions_and_one_that_fails(
     assert set(materialized(again, "vector_index")) == {"p0", "p2"}
     failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
     assert "1 of 3 partitions failed (p1)" in failure.event_specific_data.error.message
-    store = settings.open_vector_store()
+    store = components.open_vector_store(settings)
     assert {len(store.list_partition(p)) for p in ("p0", "p2")} == {1}
     assert store.list_partition("p1") == {}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dam_pipeline import components
 from dam_pipeline.imaging import normalize_image
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import ingest, jpeg_bytes, photo
@@ -143,7 +144,7 @@ def test_quarantine_share_check_warns(settings: Settings, instance) -> None:
         path = settings.layout.library / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    register_prefixes(instance, settings.open_source())
+    register_prefixes(instance, components.open_source(settings))
     result = (
         build_definitions(settings)
         .resolve_job_def("ingest_job")

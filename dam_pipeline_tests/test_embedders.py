@@ -9,6 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from dam_pipeline import components
 from dam_pipeline.api import search
 from dam_pipeline.embedding import build_embedder
 from dam_pipeline.embedding.bedrock_titan import TitanMultimodalEmbedder
@@ -85,7 +86,7 @@ def test_titan_in_the_pipeline_indexes_image_vectors(bedrock, settings: Settings
     result = ingest(settings, instance)["pets"]
     assert result["embeddings"]["computed"] == 1  # identical bytes: one image embedded
     assert result["vector_index"]["indexed"] == 2
-    assert settings.open_vector_store().binding() == (
+    assert components.open_vector_store(settings).binding() == (
         "bedrock/amazon.titan-embed-image-v1/256",
         256,
     )

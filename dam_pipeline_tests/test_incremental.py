@@ -13,6 +13,7 @@ import time
 import dagster as dg
 from PIL import Image
 
+from dam_pipeline import components
 from dam_pipeline.api import search
 from dam_pipeline.keys import vector_id
 from dam_pipeline.settings import Settings
@@ -75,7 +76,7 @@ def test_ingest_into_a_chroma_server_from_s3(s3_settings: Settings, tmp_path) ->
         served = s3_settings.replace(chroma_url=chroma_url)
         result = ingest(served, instance)
         assert result["trip"]["vector_index"]["upserted"] == 3
-        assert served.open_vector_store().count() == 3
+        assert components.open_vector_store(served).count() == 3
         assert not served.layout.chroma.exists()
         assert search("a cup of coffee", settings=served)[0].key == "trip/coffee.jpg"
 
@@ -106,8 +107,8 @@ def test_a_run_killed_half_way_ends_with_one_vector_per_object_when_run_again(
 
     second = dam(settings, "ingest", DAM_OCR="off")  # the same command, run again
     assert second.code == 0, second.err
-    stored = settings.open_vector_store().list_partition("album")
-    source_id = settings.open_source().source_id
+    stored = components.open_vector_store(settings).list_partition("album")
+    source_id = components.open_source(settings).source_id
     assert sorted(stored) == sorted(vector_id(source_id, key) for key in files)
     assert sorted(meta["key"] for meta in stored.values()) == sorted(files)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+from dam_pipeline import components
 from dam_pipeline.api import ask, search, similar
 from dam_pipeline.definitions import build_definitions
 from dam_pipeline.keys import encode_prefix
@@ -42,9 +43,9 @@ def test_rematerializing_is_incremental_and_creates_no_duplicates(
     shared_library: IngestedLibrary, instance
 ) -> None:
     settings = shared_library.settings
-    count = settings.open_vector_store().count()
+    count = components.open_vector_store(settings).count()
     again = ingest(settings, instance)
-    assert settings.open_vector_store().count() == count == 9
+    assert components.open_vector_store(settings).count() == count == 9
     for stage in ("captions", "embeddings"):
         assert all(r[stage]["computed"] == 0 for r in again.values())
     assert again[PETS]["captions"]["reused"] == 2
@@ -65,7 +66,7 @@ def test_changed_and_deleted_objects_are_synced(settings: Settings, instance) ->
     assert kitchen["vector_index"]["upserted"] == 2
     pets = results["pets"]["vector_index"]
     assert pets["deleted"] == 1 and not pets["deletion_blocked"]
-    assert settings.open_vector_store().count() == 4
+    assert components.open_vector_store(settings).count() == 4
     keys = [hit.key for hit in search("a cat", top_k=10, settings=settings)]
     assert "pets/astronaut.jpg" not in keys
     assert set(keys[:2]) == {"kitchen/coffee.jpg", "pets/cat.jpg"}
@@ -74,13 +75,13 @@ def test_changed_and_deleted_objects_are_synced(settings: Settings, instance) ->
 def test_mass_disappearance_deletes_nothing(settings: Settings, instance) -> None:
     write_library(settings.layout.library, {f"kitchen/copy{i}.jpg": "coffee" for i in range(3)})
     ingest(settings, instance)
-    before = settings.open_vector_store().count()
+    before = components.open_vector_store(settings).count()
     for path in (settings.layout.library / "kitchen").glob("copy*.jpg"):
         path.unlink()
     results = ingest(settings, instance)
     assert results["kitchen"]["vector_index"]["deletion_blocked"] is True
     assert results["kitchen"]["vector_index"]["would_delete"] == 3
-    assert settings.open_vector_store().count() == before
+    assert components.open_vector_store(settings).count() == before
 
 
 def test_query_job_shows_the_answer_as_markdown(shared_library: IngestedLibrary, instance) -> None:
@@ -117,7 +118,7 @@ def test_a_new_captioner_version_recaptions_only_what_it_affects(
     assert recaptioned["pets"]["captions"]["computed"] == 1  # the new fingerprint misses the cache
     again = ingest(changed, instance)
     assert all(r["captions"]["computed"] == 0 for r in again.values())
-    assert settings.open_vector_store().count() == 1
+    assert components.open_vector_store(settings).count() == 1
 
 
 def test_vector_ids_survive_moving_the_data_directory(settings: Settings, instance) -> None:
@@ -137,8 +138,8 @@ def test_a_new_library_id_reindexes_under_new_ids_without_duplicates(
     """The one-time migration from path-based ids: the next ingest replaces every vector."""
     write_library(settings.layout.library, {"pets/cat.jpg": "chelsea", "pets/c.jpg": "coffee"})
     ingest(settings, instance)
-    before = set(settings.open_vector_store().list_partition("pets"))
+    before = set(components.open_vector_store(settings).list_partition("pets"))
     results = ingest(settings.replace(library_id="renamed"), instance)
-    after = set(settings.open_vector_store().list_partition("pets"))
+    after = set(components.open_vector_store(settings).list_partition("pets"))
     assert len(after) == 2 and not before & after
     assert results["pets"]["vector_index"]["deleted"] == 2

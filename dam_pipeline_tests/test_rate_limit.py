@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dam_pipeline import components
 from dam_pipeline.captioning import CaptionerError, ImageInput
 from dam_pipeline.captioning.openai_compatible import OpenAICompatibleCaptioner
 from dam_pipeline.rate_limit import PostgresRateLimiter, RateLimiter, SqliteRateLimiter
@@ -135,21 +136,25 @@ def test_the_setting_gives_remote_captioners_one_schedule_per_key(tmp_path: Path
         captioner_base_url="http://127.0.0.1:9/v1",
         openai_api_key="sk-do-not-store",
     )
-    assert Settings(**remote).build_captioner().limiter is None  # 0: no shared limit
-    limited = Settings(**remote, captioner_requests_per_minute=120).build_captioner().limiter
+    assert components.build_captioner(Settings(**remote)).limiter is None  # 0: no shared limit
+    limited = components.build_captioner(
+        Settings(**remote, captioner_requests_per_minute=120)
+    ).limiter
     assert isinstance(limited, SqliteRateLimiter)
     assert limited.path == Settings(data_dir=tmp_path).layout.rate_limits
     assert limited.requests_per_minute == 120 and "sk-do-not-store" not in limited.name
     other_key = Settings(
         **{**remote, "openai_api_key": "sk-other"}, captioner_requests_per_minute=120
     )
-    assert other_key.build_captioner().limiter.name != limited.name
+    assert components.build_captioner(other_key).limiter.name != limited.name
     shared = Settings(
         **remote,
         captioner_requests_per_minute=120,
         state_url="postgresql://dam@127.0.0.1:9/dam",
         vector_store="pgvector",
     )
-    assert isinstance(shared.build_captioner().limiter, PostgresRateLimiter)
-    local = Settings(data_dir=tmp_path, captioner_requests_per_minute=120).build_captioner()
+    assert isinstance(components.build_captioner(shared).limiter, PostgresRateLimiter)
+    local = components.build_captioner(
+        Settings(data_dir=tmp_path, captioner_requests_per_minute=120)
+    )
     assert getattr(local, "limiter", None) is None  # nothing remote to pace

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from dam_pipeline import components
 from dam_pipeline.api import search
 from dam_pipeline.definitions import build_definitions
 from dam_pipeline.defs.resources import build_resources
@@ -59,7 +60,7 @@ class SensorDriver:
 def test_listing_pages_and_prefixes_with_awkward_keys(s3_settings: Settings) -> None:
     upload(s3_settings, {f"many/{i:04d}.jpg": b"x" for i in range(1100)})
     upload(s3_settings, {"café ☕/a b%.jpg": b"x", "top.png": b"x", "notes/readme.txt": b"x"})
-    source = s3_settings.open_source()
+    source = components.open_source(s3_settings)
     assert source.list_prefixes() == ["", "café ☕", "many", "notes"]
     assert len(list(source.iter_objects("many"))) == 1100  # more than one page of 1000
     assert [o.key for o in source.iter_objects("")] == ["top.png"]
@@ -70,7 +71,7 @@ def test_listing_pages_and_prefixes_with_awkward_keys(s3_settings: Settings) -> 
 
 def test_public_url_template(s3_settings: Settings) -> None:
     template = "https://cdn.example.test/storage/v1/object/public/{bucket}/{key}"
-    source = s3_settings.replace(public_url_template=template).open_source()
+    source = components.open_source(s3_settings.replace(public_url_template=template))
     assert source.url_for("a b/c.jpg").endswith("/public/" + source.bucket + "/library/a%20b/c.jpg")
 
 
@@ -123,7 +124,7 @@ def test_listing_that_fails_half_way_deletes_nothing(
     driver = SensorDriver(s3_settings, instance)
     upload(s3_settings, {f"big/{i:04d}.jpg": "coffee" for i in range(3)})
     driver.run(driver.tick())
-    assert s3_settings.open_vector_store().count() == 3
+    assert components.open_vector_store(s3_settings).count() == 3
 
     client = s3_client(s3_settings)
     calls = {"n": 0}
@@ -139,7 +140,7 @@ def test_listing_that_fails_half_way_deletes_nothing(
     source = open_source(s3_settings.source, s3_client=client)
     with pytest.raises(ConnectionError):
         list_raw_images(source, "big")
-    assert s3_settings.open_vector_store().count() == 3
+    assert components.open_vector_store(s3_settings).count() == 3
 
 
 def test_mass_disappearance_is_refused_loudly(s3_settings: Settings, instance) -> None:
@@ -149,7 +150,7 @@ def test_mass_disappearance_is_refused_loudly(s3_settings: Settings, instance) -
     delete(s3_settings, [f"album/{i}.jpg" for i in range(3)])
     result = driver.run(driver.tick())["album"]["vector_index"]
     assert result["deletion_blocked"] is True and result["would_delete"] == 3
-    assert s3_settings.open_vector_store().count() == 4
+    assert components.open_vector_store(s3_settings).count() == 4
 
 
 def test_bad_objects_are_accounted_for_and_never_escape_the_data_dir(
@@ -181,7 +182,7 @@ def test_object_deleted_between_listing_and_download(s3_settings: Settings, tmp_
     from dam_pipeline.imaging import FolderObjectStore
 
     upload(s3_settings, {"p/a.jpg": "chelsea", "p/b.jpg": "coffee"})
-    source = s3_settings.open_source()
+    source = components.open_source(s3_settings)
     raw = list_raw_images(source, "p")
     delete(s3_settings, ["p/b.jpg"])
     normalized = normalize_partition(source, raw, FolderObjectStore(tmp_path / "objects"))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dam_pipeline import components
 from dam_pipeline.cache import SqliteContentCache
 from dam_pipeline.imaging import FolderObjectStore
 from dam_pipeline.retrieval import reciprocal_rank_fusion
@@ -117,7 +118,7 @@ def test_caption_partition_accounts_for_every_object_and_reuses_the_cache(
 ) -> None:
     manifest, objects = normalized
     cache = SqliteContentCache(settings.layout.cache)
-    captioner = settings.build_captioner()
+    captioner = components.build_captioner(settings)
     first = caption_partition(manifest, objects, captioner, cache)
     statuses = {r.key: r.status for r in first}
     assert statuses == {"p/cat.jpg": "ok", "p/coffee.jpg": "ok", "p/broken.jpg": "quarantined"}
@@ -130,8 +131,8 @@ def test_caption_partition_accounts_for_every_object_and_reuses_the_cache(
 def test_embed_partition_embeds_each_distinct_text_once(settings: Settings, normalized) -> None:
     manifest, objects = normalized
     cache = SqliteContentCache(settings.layout.cache)
-    captions = caption_partition(manifest, objects, settings.build_captioner(), cache)
-    embedder = settings.build_embedder()
+    captions = caption_partition(manifest, objects, components.build_captioner(settings), cache)
+    embedder = components.build_embedder(settings)
     first = embed_partition(captions, embedder, cache, objects)
     assert first.summary["computed"] == 2 and first.summary["dimension"] == 384
     ok = [r for r in first if r.status == "ok"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from dam_pipeline import components
 from dam_pipeline.defs.instance import open_instance, register_prefixes
 from dam_pipeline.keys import decode_prefix, encode_prefix
 from dam_pipeline.library import QueryError
@@ -35,7 +36,7 @@ class PartitionOutcome:
 def partitions_to_ingest(settings: Settings, prefixes: list[str] | None) -> list[str]:
     """Register the source's prefixes; the partition keys to ingest (all, or those asked:
     an unknown prefix is a ``QueryError`` naming the known ones)."""
-    _, keys = register_prefixes(open_instance(settings), settings.open_source())
+    _, keys = register_prefixes(open_instance(settings), components.open_source(settings))
     if not prefixes:
         return keys
     wanted = [encode_prefix(p) for p in prefixes]

@@ -39,8 +39,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, root.strip("/")
 
 
-def s3_client_from_env(endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """A boto3 S3 client configured the standard way (AWS_* variables, profiles, roles)."""
+def s3_client_from_env(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    session_token: str | None = None,
+) -> Any:
+    """A boto3 S3 client: the credentials given, else the standard chain (AWS_* variables,
+    profiles, roles)."""
     import boto3
     from botocore.config import Config
 
@@ -48,6 +55,9 @@ def s3_client_from_env(endpoint_url: str | None = None, region: str | None = Non
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
+        aws_access_key_id=access_key_id or None,
+        aws_secret_access_key=secret_access_key or None,
+        aws_session_token=session_token or None,
         config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10),
     )
 

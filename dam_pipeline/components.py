@@ -1,0 +1,129 @@
+"""The composition root: the one place that turns ``Settings`` (plain data) into the
+components the pipeline runs with. The CLI, the Python API, the web app and the Dagster
+resources all build through these functions; ``api_key`` and ``pinecone_api_key`` let the
+Dagster layer pass a secret it resolves at run time. Heavy libraries are imported only
+when a component is built."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from dam_pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from dam_pipeline.captioning import Captioner
+    from dam_pipeline.embedding import Embedder
+    from dam_pipeline.reasoning import Reasoner
+    from dam_pipeline.sources import Source
+    from dam_pipeline.state import PipelineState
+    from dam_pipeline.vector_stores import VectorStore
+
+
+def open_state(settings: Settings, s3_client: Callable[[], Any] | None = None) -> PipelineState:
+    """Where manifests, the cache, the keyword index and normalized images live;
+    ``s3_client`` makes the object store's client (default: the AWS chain), when needed."""
+    from dam_pipeline.sources import s3_client_from_env
+    from dam_pipeline.state import PipelineState
+
+    if s3_client is None:
+        s3_client = partial(s3_client_from_env, settings.s3_endpoint_url, settings.aws_region)
+    layout = settings.layout
+    return PipelineState(
+        manifests_dir=layout.manifests,
+        objects_dir=layout.objects,
+        cache_file=layout.cache,
+        keywords_file=layout.keywords,
+        rate_limits_file=layout.rate_limits,
+        state_url=settings.state_url.get_secret_value(),
+        object_store_url=settings.object_store,
+        s3_client=s3_client,
+    )
+
+
+def build_captioner(settings: Settings, api_key: str | None = None) -> Captioner:
+    from dam_pipeline.captioning import build_captioner
+
+    key = api_key if api_key is not None else settings.api_key(settings.captioner)
+    limiter = None
+    if settings.captioner != "local" and settings.captioner_requests_per_minute > 0:
+        # One schedule per provider endpoint, model and key, shared by every run.
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:12]
+        name = " ".join(
+            ("captioner", settings.captioner, settings.captioner_base_url, settings.captioner_model)
+        )
+        limiter = open_state(settings).rate_limiter(
+            f"{name} key:{fingerprint}", settings.captioner_requests_per_minute
+        )
+    return build_captioner(
+        settings.captioner,
+        model=settings.captioner_model,
+        api_key=key,
+        base_url=settings.captioner_base_url,
+        concurrency=settings.captioner_concurrency,
+        ocr=settings.ocr,
+        people=settings.detect_people,
+        limiter=limiter,
+    )
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    from dam_pipeline.embedding import build_embedder
+
+    return build_embedder(
+        settings.embedder_model,
+        provider=settings.embedder,
+        dimension=settings.embedding_dimension,
+        region=settings.aws_region,
+        endpoint_url=settings.bedrock_endpoint_url,
+    )
+
+
+def build_reasoner(settings: Settings, api_key: str | None = None) -> Reasoner:
+    from dam_pipeline.reasoning import build_reasoner
+
+    return build_reasoner(
+        settings.reasoner,
+        model=settings.reasoner_model,
+        api_key=api_key if api_key is not None else settings.api_key(settings.reasoner),
+        base_url=settings.reasoner_base_url,
+        vision=settings.reasoner_vision,
+        timeout=settings.llm_timeout,
+    )
+
+
+def open_vector_store(settings: Settings, pinecone_api_key: str | None = None) -> VectorStore:
+    from dam_pipeline.vector_stores import open_vector_store
+
+    if pinecone_api_key is None:
+        pinecone_api_key = settings.pinecone_api_key.get_secret_value()
+    return open_vector_store(
+        settings.vector_store,
+        collection=settings.collection,
+        path=settings.chroma_path,
+        url=settings.chroma_url or None,
+        pinecone_api_key=pinecone_api_key,
+        pinecone_host=settings.pinecone_host,
+        pinecone_index_name=settings.pinecone_index_name,
+        namespace=settings.pinecone_namespace,
+        pgvector_url=settings.pgvector_database_url,
+        chroma_idle_seconds=settings.chroma_server_idle_seconds,
+    )
+
+
+def open_source(settings: Settings, s3_client: Any = None) -> Source:
+    """The configured source; a bucket gets ``s3_client`` or one from the AWS chain."""
+    from dam_pipeline.sources import open_source, s3_client_from_env
+
+    if settings.source.startswith("s3://") and s3_client is None:
+        s3_client = s3_client_from_env(settings.s3_endpoint_url, settings.aws_region)
+    return open_source(
+        settings.source,
+        depth=settings.partition_depth,
+        s3_client=s3_client,
+        url_expiry_seconds=settings.url_expiry_seconds,
+        public_url_template=settings.public_url_template,
+        library_id=settings.library_id,
+    )
