@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 
 from dam_pipeline.vector_stores.base import (
@@ -33,6 +34,7 @@ from dam_pipeline.vector_stores.base import (
     VectorRecord,
     reindex_hint,
 )
+from dam_pipeline.vector_stores.chroma_http import ChromaHttpClient
 from dam_pipeline.vector_stores.local_chroma import LocalServerError, server_url
 
 T = TypeVar("T")
@@ -59,25 +61,8 @@ def _chunks(items: Sequence[Any], size: int = PAGE_SIZE) -> Iterable[Sequence[An
         yield items[start : start + size]
 
 
-def _http_client(url: str):
-    from urllib.parse import urlparse
-
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    parsed = urlparse(url)
-    return chromadb.HttpClient(
-        host=parsed.hostname or "localhost",
-        port=parsed.port or 8000,
-        ssl=parsed.scheme == "https",
-        settings=ChromaSettings(anonymized_telemetry=False, allow_reset=True),
-    )
-
-
 def _unreachable(exc: BaseException) -> bool:
     """The server did not answer at all (it stopped, or was killed)."""
-    import httpx
-
     return isinstance(exc, httpx.TransportError | ConnectionError)
 
 
@@ -134,14 +119,12 @@ class ChromaVectorStore:
     def _connect(self) -> None:
         if self.path is not None:
             self.url = server_url(self.path, self.idle_seconds)
-        self.client = _http_client(self.url)
+        self.client = ChromaHttpClient(self.url)
         self._open_collections()
 
     def _open_collections(self) -> None:
         def open_(name: str):
-            return self.client.get_or_create_collection(
-                name, metadata={"hnsw:space": "cosine"}, embedding_function=None
-            )
+            return self.client.get_or_create_collection(name, metadata={"hnsw:space": "cosine"})
 
         self.collection = open_(self.collection_name)
         self.copies = open_(self.collection_name + COPIES_SUFFIX)
