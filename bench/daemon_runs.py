@@ -3,13 +3,15 @@
 A library of ``--partitions`` prefixes (two small photos each) is ingested once with
 ``dam ingest``; then, with a real ``dagster-daemon`` and the instance ``dam init-home`` writes:
 
-1. one unchanged partition is launched as a queued run (``dagster job launch``), timed from
-   the run's creation to its end, and split into step time and per-run overhead: the first
-   run after the daemon starts (its launcher starts the warm parent of run workers), then
-   another, as every later run goes;
-2. all partitions are backfilled (``dagster job backfill``), timed from the backfill's creation
+1. one unchanged partition is launched as a queued run, timed from the run's creation to
+   its end and split into queue, process start, steps and per-run overhead: through
+   ``ingest_job`` (``dagster job launch``: the first run after the daemon starts, then
+   another) and from the asset graph (an ``__ASSET_JOB`` run, launched through the
+   webserver's GraphQL API as the UI's "Materialize" button does);
+2. all partitions are backfilled from the asset graph (GraphQL, as "Materialize all" does)
+   and as ``ingest_job`` (``dagster job backfill``), each timed from the backfill's creation
    to the end of its last run;
-3. while that backfill runs, a ``query_job`` run is launched: how long it waits in the queue.
+3. while the asset-graph backfill runs, a ``query_job`` run is launched: how long it waits.
 
     python -m bench.daemon_runs --json out.json
     python -m bench.daemon_runs --project ../old-checkout   # the same on another version
@@ -30,12 +32,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.dagster_ui import start_dagster
 from bench.library import make_camera_library
 
 HERE = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PHOTO_SIZE = (1600, 1200)
 WAIT_SECONDS = 1800
+QUERY_CONFIG = ("--config-json", json.dumps({"mode": "search"}))
+REPEATS = 3
+
+
+def _median_run(timings: list[dict]) -> dict:
+    """The run whose end-to-end time is the median, with every run's end-to-end time."""
+    ordered = sorted(timings, key=lambda t: t["end_to_end_seconds"])
+    middle = ordered[len(ordered) // 2]
+    return {**middle, "all_end_to_end_seconds": [t["end_to_end_seconds"] for t in timings]}
 
 
 def _env(project: Path, data: Path, library: Path) -> dict[str, str]:
@@ -130,16 +142,37 @@ def measure(project: Path, work: Path, partitions: int) -> dict:
     env["DAGSTER_HOME"] = home
     instance = dg.DagsterInstance.from_config(home)
     log = (work / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [BIN / "dagster-daemon", "run", *workspace], env=env, cwd=project, stdout=log, stderr=log
-    )
+    port = _free_port()
+    processes = start_dagster(env, project, log, port)
+    url = f"http://127.0.0.1:{port}"
     try:
         _wait("the daemon's first heartbeat", instance.get_daemon_heartbeats, 300)
-        return _measure_runs(instance, env, project, workspace, names)
+        _wait("the webserver", lambda: _answers(f"{url}/server_info"), 300)
+        return _measure_runs(instance, env, project, workspace, names, url)
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=120)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=120)
         log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _finished(instance, run_ids: list[str]) -> bool:
@@ -149,12 +182,51 @@ def _finished(instance, run_ids: list[str]) -> bool:
     return len(runs) == len(run_ids) and all(r.is_finished for r in runs)
 
 
-def _measure_runs(instance, env: dict, project: Path, workspace: list, names: list[str]) -> dict:
+def _new_run(instance, before: set[str], job: str):
     import dagster as dg
 
-    # 1. one unchanged partition, launched into the queue as the UI does: the first run
-    # after the daemon started (which starts the launcher's warm parent), then another
-    def launch_one(partition: str) -> dict:
+    return _wait(
+        f"a new {job} run",
+        lambda: [
+            r for r in instance.get_runs(dg.RunsFilter(job_name=job)) if r.run_id not in before
+        ],
+    )[0]
+
+
+def _backfill_result(instance, backfill_id: str, created: float) -> dict:
+    """Wait for every run of the backfill; its time from creation to the last run's end."""
+    import dagster as dg
+
+    def runs() -> list:
+        return instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+
+    def done() -> bool:
+        backfill = instance.get_backfill(backfill_id)
+        return backfill.status.value != "REQUESTED" and _finished(
+            instance, [r.run_id for r in runs()]
+        )
+
+    _wait("the backfill", done)
+    timings = [_timing(instance, r.run_id) for r in runs()]
+    records = instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in runs()]))
+    return {
+        "seconds": round(max(r.end_time for r in records) - created, 1),
+        "runs": len(timings),
+        "failed": sum(t["status"] != "SUCCESS" for t in timings),
+        "step_seconds": round(sum(t["step_seconds"] for t in timings), 2),
+        "run_overhead_seconds": round(sum(t["run_overhead_seconds"] for t in timings), 2),
+    }
+
+
+def _measure_runs(
+    instance, env: dict, project: Path, workspace: list, names: list[str], url: str
+) -> dict:
+    import dagster as dg
+
+    from bench.dagster_ui import backfill_partitions, materialize_partition
+
+    def launch_job(partition: str) -> dict:
+        """ingest_job for one partition, queued as the job page's launch button does."""
         before = {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="ingest_job"))}
         tags = json.dumps({"dagster/partition": partition})
         _run(
@@ -162,102 +234,65 @@ def _measure_runs(instance, env: dict, project: Path, workspace: list, names: li
             env,
             project,
         )
-        run = _wait(
-            "the single run",
-            lambda: [
-                r
-                for r in instance.get_runs(dg.RunsFilter(job_name="ingest_job"))
-                if r.run_id not in before
-            ],
-        )[0]
+        run = _new_run(instance, before, "ingest_job")
         _wait("the single run to finish", lambda: _finished(instance, [run.run_id]))
         return _timing(instance, run.run_id)
 
-    first = launch_one(names[0])
+    def launch_asset_graph(partition: str) -> dict:
+        """The asset graph's "Materialize all" for one partition (an __ASSET_JOB run)."""
+        run_id = materialize_partition(url, partition)
+        _wait("the asset-graph run to finish", lambda: _finished(instance, [run_id]))
+        return _timing(instance, run_id)
+
+    first = launch_job(names[0])
     print(f"first run after the daemon started: {first}", flush=True)
-    one = launch_one(names[-1])
-    print(f"one unchanged partition through the daemon: {one}", flush=True)
+    # three runs on each path, each the median of three (a single run is noisy here)
+    jobs = [launch_job(names[-1 - i]) for i in range(REPEATS)]
+    one = _median_run(jobs)
+    print(f"one unchanged partition, ingest_job: {one}", flush=True)
+    graph_one = _median_run([launch_asset_graph(names[1 + i]) for i in range(REPEATS)])
+    print(f"one unchanged partition, asset graph: {graph_one}", flush=True)
 
-    # 2. a backfill of every partition, 3. a query launched while it runs
-    before = {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="ingest_job"))}
-    started = time.time()
+    # the asset graph's backfill of every partition, with a query launched while it runs
+    created = time.time()
+    backfill_id = backfill_partitions(url, names)
+    before = {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="query_job"))}
     _run(
-        [
-            BIN / "dagster",
-            "job",
-            "backfill",
-            *workspace,
-            "-j",
-            "ingest_job",
-            "--partitions",
-            ",".join(names),
-            "--noprompt",
-        ],
+        [BIN / "dagster", "job", "launch", *workspace, "-j", "query_job", *QUERY_CONFIG],
         env,
         project,
     )
+    query = _new_run(instance, before, "query_job")
+    _wait("the query run to finish", lambda: _finished(instance, [query.run_id]))
+    query_timing = _timing(instance, query.run_id)
+    graph_backfill = _backfill_result(instance, backfill_id, created)
+    print(f"asset-graph backfill: {graph_backfill}", flush=True)
 
-    def backfill_runs() -> list:
-        runs = instance.get_runs(dg.RunsFilter(job_name="ingest_job"))
-        return [r for r in runs if r.run_id not in before]
-
-    _wait(
-        "the backfill's first run to start",
-        lambda: any(r.status != dg.DagsterRunStatus.QUEUED for r in backfill_runs()),
+    # ingest_job's backfill from its job page ("Materialize all", the same GraphQL call
+    # with the job's partition set), and from `dagster job backfill` (a run per partition)
+    created = time.time()
+    job_backfill = _backfill_result(
+        instance, backfill_partitions(url, names, job="ingest_job"), created
     )
-    query_config = json.dumps({"ops": {"answer_question": {"config": {"mode": "search"}}}})
-    _run(
-        [
-            BIN / "dagster",
-            "job",
-            "launch",
-            *workspace,
-            "-j",
-            "query_job",
-            "--config-json",
-            query_config,
-        ],
-        env,
-        project,
-    )
-    query = _wait("the query run", lambda: instance.get_runs(dg.RunsFilter(job_name="query_job")))
-    _wait("the query run to finish", lambda: _finished(instance, [query[0].run_id]))
-    query_timing = _timing(instance, query[0].run_id)
-    backfill_busy = sum(not r.is_finished for r in backfill_runs())
-    _wait(
-        "every backfill run",
-        lambda: (
-            len(backfill_runs()) == len(names)
-            and _finished(instance, [r.run_id for r in backfill_runs()])
-        ),
-    )
-    runs = [_timing(instance, r.run_id) for r in backfill_runs()]
-    records = instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in backfill_runs()]))
-    last_end = max(r.end_time for r in records)
-    backfills = instance.get_backfills()
-    if backfills:  # from the backfill's creation, as the UI creates it (not the CLI's start-up)
-        started = backfills[0].backfill_timestamp
+    print(f"ingest_job backfill (job page): {job_backfill}", flush=True)
+    before_ids = {b.backfill_id for b in instance.get_backfills()}
+    created = time.time()
+    backfill_command = [BIN / "dagster", "job", "backfill", *workspace, "-j", "ingest_job"]
+    _run([*backfill_command, "--noprompt", "--partitions", ",".join(names)], env, project)
+    (cli_backfill_id,) = [
+        b.backfill_id for b in instance.get_backfills() if b.backfill_id not in before_ids
+    ]
+    cli_backfill = _backfill_result(instance, cli_backfill_id, created)
+    print(f"ingest_job backfill (dagster job backfill): {cli_backfill}", flush=True)
     result = {
         "partitions": len(names),
         "first_run_after_daemon_start": first,
         "single_run": one,
-        "backfill": {
-            "seconds": round(last_end - started, 1),
-            "runs": len(runs),
-            "failed": sum(r["status"] != "SUCCESS" for r in runs),
-            "mean_end_to_end_seconds": round(
-                sum(r["end_to_end_seconds"] for r in runs) / len(runs), 2
-            ),
-            "mean_step_seconds": round(sum(r["step_seconds"] for r in runs) / len(runs), 2),
-            "mean_overhead_seconds": round(sum(r["overhead_seconds"] for r in runs) / len(runs), 2),
-            "mean_run_overhead_seconds": round(
-                sum(r["run_overhead_seconds"] for r in runs) / len(runs), 2
-            ),
-        },
-        "query_during_backfill": {
-            **query_timing,
-            "backfill_runs_unfinished_when_query_ended": backfill_busy,
-        },
+        "asset_graph_single_run": graph_one,
+        "backfill": job_backfill,
+        "asset_graph_backfill": graph_backfill,
+        "cli_job_backfill": cli_backfill,
+        "query_during_backfill": query_timing,
     }
     print(json.dumps(result, indent=2), flush=True)
     return result

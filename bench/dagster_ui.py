@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
+from typing import IO
 
 ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 LOCATION = "dam_pipeline"
@@ -29,6 +33,21 @@ mutation Backfill($params: LaunchBackfillParams!) {
     ... on PartitionSetNotFoundError { message }
   }
 }"""
+
+
+def start_dagster(env: dict[str, str], project: Path, log: IO, port: int) -> list[subprocess.Popen]:
+    """`dagster-webserver` on 127.0.0.1:``port`` and `dagster-daemon`, as `make dev` runs them
+    (the project's workspace.yaml); stop them with ``terminate``."""
+    bin_dir = Path(sys.executable).parent
+    workspace = ["-w", str(project / "workspace.yaml")]
+    commands = [
+        [bin_dir / "dagster-webserver", *workspace, "-h", "127.0.0.1", "-p", str(port)],
+        [bin_dir / "dagster-daemon", "run", *workspace],
+    ]
+    return [
+        subprocess.Popen(command, env=env, cwd=project, stdout=log, stderr=log)
+        for command in commands
+    ]
 
 
 def graphql(url: str, query: str, variables: dict) -> dict:
@@ -72,13 +91,19 @@ def materialize_partition(url: str, partition: str) -> str:
     return data["run"]["runId"]
 
 
-def backfill_partitions(url: str, partitions: list[str]) -> str:
-    """The asset graph's "Materialize all" over several partitions: an asset backfill."""
-    data = graphql(
-        url,
-        LAUNCH_BACKFILL,
-        {"params": {"assetSelection": _selection(), "partitionNames": partitions}},
-    )["launchPartitionBackfill"]
+def backfill_partitions(url: str, partitions: list[str], job: str = "") -> str:
+    """The asset graph's "Materialize all" over several partitions (or, with ``job``, the
+    job page's "Materialize all" of an asset job): an asset backfill of the five assets."""
+    params: dict = {"assetSelection": _selection(), "partitionNames": partitions}
+    if job:
+        params["selector"] = {
+            "partitionSetName": f"{job}_partition_set",
+            "repositorySelector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": "__repository__",
+            },
+        }
+    data = graphql(url, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     if data["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"launchPartitionBackfill: {data}")
     return data["backfillId"]

@@ -378,8 +378,6 @@ def _configure_logging(verbose: bool) -> None:
     # Storage migrations and HTTP clients are not news, even with -v.
     for noisy in ("alembic", "sqlalchemy", "httpx", "chromadb", "dagster"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Partitioned asset checks are a Dagster preview feature; the README says so once.
-    warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
     warnings.filterwarnings("ignore", category=UserWarning, module="dagster")
 
 

@@ -2,8 +2,9 @@
 
 A bucket prefix may hold ``/``, spaces, ``%``, ``..`` or any unicode. Dagster rejects
 partition keys with ``...`` or control characters, file systems dislike ``/`` and leading
-dots, and the CLI splits ranges on ``,``. ``encode_prefix`` escapes exactly those, keeps
-letters (any script) readable, and ``decode_prefix`` undoes it.
+dots, and the CLI splits ranges on ``,``. ``encode_prefix`` escapes exactly those (and ASCII
+punctuation outside a safe set), keeps letters of any script, symbols and emoji readable,
+and ``decode_prefix`` undoes it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ _ID_NAMESPACE = uuid.UUID("6f1c2a55-4b7e-4c5e-9a1d-2f3b8c7d9e10")
 def _escape_char(char: str) -> str:
     if char.isalnum() or char in _SAFE_PUNCTUATION:
         return char
+    if not char.isascii() and char.isprintable() and not char.isspace():
+        return char  # symbols and emoji (✨, ☕, №) stay readable in the UI
+
     # A folder name that is not UTF-8 reaches us with its bytes as lone surrogates
     # (surrogateescape): those bytes are escaped as themselves, so the key stays reversible.
     return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogateescape"))

@@ -46,19 +46,21 @@ def write_library(root: Path, files: dict[str, bytes | str]) -> None:
 
 # The order files are handed to the two xdist workers (xdist's own reordering is off in
 # setup.cfg); the rest follow in collection order. The files that start many processes
-# (daemons, run workers, `dam` commands) are spread out so that they seldom run at the same
-# time, each beside files that mostly compute in-process: together on two cores they took
-# twice as long. Times measured with `pytest --durations=0`.
+# (daemons, webservers, run workers, `dam` commands) are spread out so that they seldom run
+# at the same time, each beside files that mostly compute in-process: together on two cores
+# they took twice as long. Times measured with `pytest --durations=0`.
 RUN_ORDER = (
-    "test_daemon.py",  # ~60 s
+    "test_daemon.py",  # ~75 s: a daemon follows a bucket; a killed run; the pool
     "test_pipeline.py",
+    "test_asset_graph.py",  # ~70 s: webserver + daemon, the UI's launches
     "test_s3_source.py",
     "test_web.py",
+    "test_shared_daemon.py",  # ~50 s: the daemon on the Postgres instance
     "test_incremental.py",
-    "test_shared_daemon.py",  # ~45 s
     "test_search.py",
+    "test_live_library.py",  # ~35 s: dam serve while dam ingest writes
     "test_cli.py",
-    "test_shared_profile.py",  # ~35 s
+    "test_shared_profile.py",  # ~55 s
     "test_adversarial.py",
     "test_docs.py",
     "test_bench_smoke.py",  # ~35 s
@@ -92,9 +94,13 @@ def local_chroma_servers_stopped(tmp_path: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def all_local_chroma_servers_stopped(tmp_path_factory) -> Iterator[None]:
-    """And those of module- and session-wide libraries, when the session ends."""
+    """And those of module- and session-wide libraries, when the session ends (the shared
+    library's too: a worker still using it starts it again)."""
     yield
-    stop_servers_under(tmp_path_factory.getbasetemp())
+    basetemp = tmp_path_factory.getbasetemp()
+    stop_servers_under(basetemp)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        stop_servers_under(basetemp.parent / "shared_library")
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ whose worker is killed is failed and leaves nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,14 +17,21 @@ import psutil
 import pytest
 
 import dam_pipeline
-from bench.dagster_ui import backfill_partitions, materialize_partition
+from bench.dagster_ui import backfill_partitions, materialize_partition, start_dagster
 from dam_pipeline import components
 from dam_pipeline.defs.instance import ensure_dagster_home, register_prefixes
 from dam_pipeline.defs.run_monitoring import worker_pid
 from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import write_library
-from dam_pipeline_tests.servers import free_port, wait_for_http
+from dam_pipeline_tests.servers import (
+    ScriptedHTTPServer,
+    chat_completion,
+    free_port,
+    wait_for_http,
+)
+from dam_pipeline_tests.test_embedders import titan_handler
+from dam_pipeline_tests.test_shared_profile import CAPTION, remote_captioner
 
 PROJECT = Path(dam_pipeline.__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -60,36 +67,34 @@ def test_materialize_and_backfill_from_the_asset_graph(
         settings.layout.library,
         {f"{p}/photo.jpg": name for p, name in zip(PARTITIONS, PHOTOS, strict=True)},
     )
+    # Captions and vectors over the OpenAI and Bedrock protocols from local servers: each
+    # run is a fresh interpreter, and none of them has to load the local models.
+    servers = contextlib.ExitStack()
+    llm = servers.enter_context(
+        ScriptedHTTPServer(lambda method, path, body: (200, chat_completion(CAPTION), {}))
+    )
+    bedrock = servers.enter_context(ScriptedHTTPServer(titan_handler))
     env = {
         **os.environ,
         "DAGSTER_HOME": str(settings.dagster_home),
         "DAM_DATA_DIR": str(settings.data_dir),
         "DAM_WORKERS": "2",
+        "DAM_EMBEDDER": "bedrock-titan",
+        "DAM_EMBEDDING_DIMENSION": "256",
+        "DAM_BEDROCK_ENDPOINT_URL": bedrock.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **remote_captioner(llm.url),
     }
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     ensure_dagster_home(settings)
     instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
     register_prefixes(instance, components.open_source(settings))
-    workspace = ["-w", str(PROJECT / "workspace.yaml")]
     log_path = settings.data_dir / "dagster.log"
     log = log_path.open("w")
     port = free_port()
-    processes = [
-        subprocess.Popen(
-            [BIN / "dagster-webserver", *workspace, "-h", "127.0.0.1", "-p", str(port)],
-            env=env,
-            cwd=PROJECT,
-            stdout=log,
-            stderr=log,
-        ),
-        subprocess.Popen(
-            [BIN / "dagster-daemon", "run", *workspace],
-            env=env,
-            cwd=PROJECT,
-            stdout=log,
-            stderr=log,
-        ),
-    ]
+    processes = start_dagster(env, PROJECT, log, port)
     url = f"http://127.0.0.1:{port}"
 
     def finished(run_id: str) -> dg.DagsterRun | None:
@@ -130,13 +135,7 @@ def test_materialize_and_backfill_from_the_asset_graph(
         rows = index_check.metadata["partitions"].value.records
         assert sorted(row.data["partition"] for row in rows) == PARTITIONS
 
-        # 2. "Materialize" one partition: an __ASSET_JOB run, in one process
-        single = materialize_partition(url, "p0")
-        one = wait_for("the single run to finish", lambda: finished(single), log_path)
-        assert one.status == dg.DagsterRunStatus.SUCCESS, one.status
-        assert step_pids(instance, one.run_id) == {worker_pid(instance, one.run_id)}
-
-        # 3. A run from the asset graph whose worker is killed while it waits to write the
+        # 2. A run from the asset graph whose worker is killed while it waits to write the
         # index: failed, nothing written into it afterwards, no process left behind, and
         # its pool slot given back (the next run writes the index).
         write_library(settings.layout.library, {"p1/second.jpg": "coffee"})
@@ -162,13 +161,18 @@ def test_materialize_and_backfill_from_the_asset_graph(
             assert not [
                 p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
             ]
+        # 3. "Materialize" one partition: an __ASSET_JOB run in one process, which writes
+        # the index (the killed run's pool slot was given back)
         again = materialize_partition(url, "p1")
         after = wait_for("the next run", lambda: finished(again), log_path)
         assert after.status == dg.DagsterRunStatus.SUCCESS
+        assert after.job_name == "__ASSET_JOB"
         assert reached(instance, again, "vector_index")
+        assert step_pids(instance, again) == {worker_pid(instance, again)}
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=60)
         log.close()
+        servers.close()

@@ -51,6 +51,8 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
             "0",  # the large-image memory bench needs minutes; make bench runs it
             "--partitions",
             "0",  # so does the daemon bench
+            "--live-photos",
+            "0",  # and the live-library bench (dam serve while dam ingest writes)
         ],
         cwd=PROJECT,
         env={**os.environ, "PYTHONPATH": str(PROJECT)},

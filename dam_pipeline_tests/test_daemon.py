@@ -9,6 +9,7 @@ and the runs they trigger watched until the photos are searchable.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -21,12 +22,15 @@ import psutil
 import pytest
 
 import dam_pipeline
-from dam_pipeline import api
+from dam_pipeline import components
 from dam_pipeline.defs.instance import ensure_dagster_home
 from dam_pipeline.defs.run_monitoring import worker_pid
 from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import upload
+from dam_pipeline_tests.servers import ScriptedHTTPServer, chat_completion
+from dam_pipeline_tests.test_embedders import titan_handler
+from dam_pipeline_tests.test_shared_profile import CAPTION, remote_captioner
 
 PROJECT = Path(dam_pipeline.__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -35,13 +39,19 @@ CANCELED = dg.DagsterRunStatus.CANCELED
 DONE = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, CANCELED)
 
 
-def _env(settings: Settings) -> dict[str, str]:
+def _env(settings: Settings, llm_url: str, bedrock_url: str) -> dict[str, str]:
+    """Captions and vectors over the OpenAI and Bedrock protocols from local servers: every
+    run is a fresh interpreter, and none has to load the local models (seconds each)."""
     return {
         **os.environ,
         "DAGSTER_HOME": str(settings.dagster_home),
         "DAM_DATA_DIR": str(settings.data_dir),
         "DAM_SOURCE": settings.source,
         "DAM_SENSOR_INTERVAL_SECONDS": "2",
+        "DAM_EMBEDDER": "bedrock-titan",
+        "DAM_EMBEDDING_DIMENSION": "256",
+        "DAM_BEDROCK_ENDPOINT_URL": bedrock_url,
+        **remote_captioner(llm_url),
     }
 
 
@@ -72,7 +82,12 @@ def wait_for(what: str, check, log: Path, seconds: float = WAIT_SECONDS):
 def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
     s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = _env(s3_settings)
+    servers = contextlib.ExitStack()
+    llm = servers.enter_context(
+        ScriptedHTTPServer(lambda method, path, body: (200, chat_completion(CAPTION), {}))
+    )
+    bedrock = servers.enter_context(ScriptedHTTPServer(titan_handler))
+    env = _env(s3_settings, llm.url, bedrock.url)
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     ensure_dagster_home(s3_settings)
     workspace = ["-w", str(PROJECT / "workspace.yaml")]
@@ -174,10 +189,19 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
         daemon.terminate()
         daemon.wait(timeout=60)
         log.close()
+        servers.close()
 
-    assert api.search("a cat", settings=s3_settings)[0].key == "holiday/cat on the sofa.jpg"
-    coffee = {hit.key for hit in api.search("a cup of coffee", settings=s3_settings, top_k=4)}
-    assert coffee == {"holiday/coffee.jpg", "a/coffee.jpg", "b/coffee.jpg", "c/coffee.jpg"}
+    store = components.open_vector_store(s3_settings)
+    indexed = {
+        p: sorted(m["key"] for m in store.list_partition(p).values())
+        for p in ("holiday", "a", "b", "c")
+    }
+    assert indexed == {
+        "holiday": ["holiday/cat on the sofa.jpg", "holiday/coffee.jpg"],
+        "a": ["a/coffee.jpg"],
+        "b": ["b/coffee.jpg"],
+        "c": ["c/coffee.jpg"],
+    }
 
 
 def _reached(

@@ -8,6 +8,8 @@ AWKWARD_PREFIXES = [
     "2024/july",
     "with space",
     "café ☕ 東京",
+    "space ✨",
+    "zero\u200bwidth",
     "100% real",
     "a,b",
     "..",
@@ -26,6 +28,14 @@ def test_prefix_round_trips_and_is_a_safe_file_name(prefix: str) -> None:
     assert "/" not in key and "\\" not in key and "," not in key
     assert "..." not in key and not key.startswith(".")
     assert key != ROOT_PARTITION
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key"),
+    [("space ✨", "space ✨"), ("café ☕ 東京", "café ☕ 東京"), ("100% real", "100%25 real")],
+)
+def test_partition_keys_stay_readable_where_dagster_allows(prefix: str, key: str) -> None:
+    assert encode_prefix(prefix) == key
 
 
 def test_top_level_has_its_own_partition() -> None:

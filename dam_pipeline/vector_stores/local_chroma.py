@@ -16,7 +16,7 @@ server), ``.lock`` (held while starting or stopping it), ``.clients/`` (one leas
 process using it) and ``.log``. The supervisor stops the server once no process has held a
 lease for ``idle_seconds``; a client whose server vanished starts a new one.
 
-    python -m dam_pipeline.vector_stores.local_chroma FOLDER PORT IDLE_SECONDS
+    python dam_pipeline/vector_stores/local_chroma.py FOLDER PORT IDLE_SECONDS
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ def _start(folder: Path, state_path: Path, log_path: Path, idle_seconds: float) 
     port = _free_port()
     with open(log_path, "ab") as log:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(folder), str(port), str(idle_seconds)],
+            # this file as a script: importing the package would cost a second of start-up
+            [sys.executable, __file__, str(folder), str(port), str(idle_seconds)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
