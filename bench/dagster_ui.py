@@ -35,19 +35,30 @@ mutation Backfill($params: LaunchBackfillParams!) {
 }"""
 
 
+def start_webserver(env: dict[str, str], project: Path, log: IO, port: int) -> subprocess.Popen:
+    """`dagster-webserver` on 127.0.0.1:``port``, as `make dev` runs it."""
+    return _start(env, project, log, ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port)])
+
+
+def start_daemon(env: dict[str, str], project: Path, log: IO) -> subprocess.Popen:
+    """`dagster-daemon run`, as `make dev` runs it."""
+    return _start(env, project, log, ["dagster-daemon", "run"])
+
+
 def start_dagster(env: dict[str, str], project: Path, log: IO, port: int) -> list[subprocess.Popen]:
-    """`dagster-webserver` on 127.0.0.1:``port`` and `dagster-daemon`, as `make dev` runs them
-    (the project's workspace.yaml); stop them with ``terminate``."""
-    bin_dir = Path(sys.executable).parent
-    workspace = ["-w", str(project / "workspace.yaml")]
-    commands = [
-        [bin_dir / "dagster-webserver", *workspace, "-h", "127.0.0.1", "-p", str(port)],
-        [bin_dir / "dagster-daemon", "run", *workspace],
-    ]
-    return [
-        subprocess.Popen(command, env=env, cwd=project, stdout=log, stderr=log)
-        for command in commands
-    ]
+    """The webserver and the daemon; stop them with ``terminate``."""
+    return [start_webserver(env, project, log, port), start_daemon(env, project, log)]
+
+
+def _start(env: dict[str, str], project: Path, log: IO, command: list[str]) -> subprocess.Popen:
+    program, *args = command
+    return subprocess.Popen(
+        [Path(sys.executable).parent / program, *args, "-w", str(project / "workspace.yaml")],
+        env=env,
+        cwd=project,
+        stdout=log,
+        stderr=log,
+    )
 
 
 def graphql(url: str, query: str, variables: dict) -> dict:

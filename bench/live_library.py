@@ -35,6 +35,8 @@ def _get(base: str, params: dict) -> tuple[int, dict]:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as error:
         return error.code, {}
+    except OSError:
+        return 0, {}  # not listening yet
 
 
 def _latencies(
@@ -80,7 +82,7 @@ def measure(work: Path, photos: int) -> dict:
     base = f"http://127.0.0.1:{port}"
     try:
         while _get(base, {"q": "x"})[0] not in (200, 400):
-            time.sleep(0.2)
+            time.sleep(0.2)  # starting
         _latencies(base, 5)  # warm: the embedding model loads on the first query
         idle, _ = _latencies(base, 20)
         writer = subprocess.Popen(

@@ -234,7 +234,8 @@ def cmd_init_home(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     from dam_pipeline.defs.instance import ensure_dagster_home
 
-    print(ensure_dagster_home(settings, postgres))
+    home = ensure_dagster_home(settings, postgres)
+    print(home)
     return 0
 
 

@@ -15,7 +15,7 @@ import dagster as dg
 from dam_pipeline.defs.assets import build_image_library_assets
 from dam_pipeline.defs.jobs import discover_prefixes_job, ingest_job, query_job
 from dam_pipeline.defs.resources import build_resources
-from dam_pipeline.defs.run_monitoring import dead_run_worker_sensor
+from dam_pipeline.defs.run_monitoring import build_pool_sensor, dead_run_worker_sensor
 from dam_pipeline.defs.schedules import build_resync_schedule
 from dam_pipeline.defs.sensors import build_sensors
 from dam_pipeline.settings import Settings
@@ -26,7 +26,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=build_image_library_assets(settings),
         jobs=[ingest_job, discover_prefixes_job, query_job],
-        sensors=[*build_sensors(settings.sensor_interval_seconds), dead_run_worker_sensor],
+        sensors=[
+            *build_sensors(settings.sensor_interval_seconds),
+            dead_run_worker_sensor,
+            build_pool_sensor(settings),
+        ],
         schedules=[build_resync_schedule(settings.resync_cron)],
         resources=build_resources(settings),
         executor=dg.in_process_executor,

@@ -17,9 +17,14 @@ import psutil
 import pytest
 
 import dam_pipeline
-from bench.dagster_ui import backfill_partitions, materialize_partition, start_dagster
+from bench.dagster_ui import (
+    backfill_partitions,
+    materialize_partition,
+    start_daemon,
+    start_webserver,
+)
 from dam_pipeline import components
-from dam_pipeline.defs.instance import ensure_dagster_home, register_prefixes
+from dam_pipeline.defs.instance import open_instance, register_prefixes
 from dam_pipeline.defs.run_monitoring import worker_pid
 from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
@@ -88,13 +93,12 @@ def test_materialize_and_backfill_from_the_asset_graph(
         **remote_captioner(llm.url),
     }
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
-    ensure_dagster_home(settings)
-    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    instance = open_instance(settings)
     register_prefixes(instance, components.open_source(settings))
     log_path = settings.data_dir / "dagster.log"
     log = log_path.open("w")
     port = free_port()
-    processes = start_dagster(env, PROJECT, log, port)
+    processes = [start_webserver(env, PROJECT, log, port)]
     url = f"http://127.0.0.1:{port}"
 
     def finished(run_id: str) -> dg.DagsterRun | None:
@@ -103,8 +107,11 @@ def test_materialize_and_backfill_from_the_asset_graph(
 
     try:
         wait_for_http(f"{url}/server_info", processes[0], timeout=120)
-        # 1. "Materialize all" over six partitions: one backfill, executed as one run
+        # 1. "Materialize all" over six partitions: one backfill, executed as one run. The
+        # daemon starts after it is requested: its first pass takes it at once, instead of
+        # up to 30 s later (the backfill daemon's loop)
         backfill_id = backfill_partitions(url, PARTITIONS)
+        processes.append(start_daemon(env, PROJECT, log))
         runs = wait_for(
             "the backfill's run to finish",
             lambda: [

@@ -167,7 +167,12 @@ def test_init_home_upgrades_its_own_old_dagster_yaml_and_leaves_yours(
 ) -> None:
     import dagster as dg
 
-    from dam_pipeline.defs.instance import dagster_yaml, ensure_dagster_home
+    from dam_pipeline.defs.instance import (
+        dagster_yaml,
+        ensure_dagster_home,
+        ensure_pool_limit,
+        open_instance,
+    )
 
     home = Path(settings.dagster_home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -185,6 +190,15 @@ def test_init_home_upgrades_its_own_old_dagster_yaml_and_leaves_yours(
     assert concurrency.pool_config.pool_granularity.value == "op"
     server = settings.replace(chroma_url="http://127.0.0.1:9")
     assert "default_limit: 4" in dagster_yaml(server)
+    # the pool's limit exists before any run claims it (runs starting together on a
+    # Postgres instance raced to create it, and one failed): `dam` sets it on opening the
+    # instance, the code location's sensor when the daemon starts, and both follow the store
+    assert "dam_index_writer" not in instance.event_log_storage.get_concurrency_keys()
+    open_instance(settings)  # as every `dam` command does
+    assert instance.event_log_storage.get_concurrency_info("dam_index_writer").slot_count == 1
+    assert not ensure_pool_limit(instance, settings)  # already right: nothing to do
+    assert ensure_pool_limit(instance, server)
+    assert instance.event_log_storage.get_concurrency_info("dam_index_writer").slot_count == 4
 
     mine = "telemetry:\n  enabled: false\n"
     (home / "dagster.yaml").write_text(mine)

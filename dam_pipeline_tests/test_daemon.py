@@ -23,7 +23,7 @@ import pytest
 
 import dam_pipeline
 from dam_pipeline import components
-from dam_pipeline.defs.instance import ensure_dagster_home
+from dam_pipeline.defs.instance import open_instance
 from dam_pipeline.defs.run_monitoring import worker_pid
 from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
@@ -89,7 +89,7 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
     bedrock = servers.enter_context(ScriptedHTTPServer(titan_handler))
     env = _env(s3_settings, llm.url, bedrock.url)
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
-    ensure_dagster_home(s3_settings)
+    open_instance(s3_settings)
     workspace = ["-w", str(PROJECT / "workspace.yaml")]
     dagster_cli(env, "sensor", "start", "upload_sensor", *workspace)
     log_path = s3_settings.data_dir / "daemon.log"

@@ -22,7 +22,7 @@ from dam_pipeline_tests.test_shared_profile import CAPTION, remote_captioner
 
 PROJECT = Path(dam_pipeline.__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-BACKFILL = {f"batch {i}/photo.jpg": "astronaut" for i in range(6)}
+BACKFILL = {f"batch {i}/photo.jpg": "astronaut" for i in range(4)}
 
 
 @pytest.fixture
@@ -89,11 +89,20 @@ def test_a_backfill_through_the_daemon_on_the_postgres_instance(
             while not (runs := done()) and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert runs, log_path.read_text()[-3000:]
+            failures = {  # what a failed run said, for the assertion below
+                r.dagster_run.run_id: [
+                    f"{e.dagster_event_type}: {e.message}"[:600]
+                    for e in instance.all_logs(r.dagster_run.run_id)
+                    if e.dagster_event_type is not None and "FAILURE" in e.dagster_event_type.value
+                ]
+                for r in runs
+                if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS
+            }
         finally:
             daemon.terminate()
             daemon.wait(timeout=60)
             instance.dispose()
-    assert {r.dagster_run.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert not failures, failures
     assert sorted(r.dagster_run.tags["dagster/partition"] for r in runs) == partitions
     spans = sorted((r.start_time, r.end_time) for r in runs)
     assert any(later[0] < earlier[1] for earlier, later in pairwise(spans)), spans

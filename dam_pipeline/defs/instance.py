@@ -116,7 +116,26 @@ def ensure_dagster_home(settings: Settings, postgres_url: str = "") -> Path:
 
 
 def open_instance(settings: Settings) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(ensure_dagster_home(settings)))
+    instance = dg.DagsterInstance.from_config(str(ensure_dagster_home(settings)))
+    ensure_pool_limit(instance, settings)
+    return instance
+
+
+def ensure_pool_limit(instance: dg.DagsterInstance, settings: Settings) -> bool:
+    """Give the index writers' pool its limit before runs claim slots, as `dagster instance
+    concurrency set` does; True if it was set now. Left to the first claims, runs starting
+    together on a Postgres instance race to create the limit and one of them fails (a
+    unique violation inside Dagster's own transaction). `dam` commands do this when they
+    open the instance, the code location's pool sensor when the daemon starts."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return False
+    wanted = index_writers(settings)
+    known = INDEX_WRITER_POOL in storage.get_concurrency_keys()
+    if known and storage.get_concurrency_info(INDEX_WRITER_POOL).slot_count == wanted:
+        return False
+    storage.set_concurrency_slots(INDEX_WRITER_POOL, wanted)
+    return True
 
 
 def register_prefixes(instance: dg.DagsterInstance, source: Source) -> tuple[list[str], list[str]]:

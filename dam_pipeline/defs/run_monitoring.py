@@ -1,4 +1,5 @@
-"""Runs whose worker process died are failed, so they free the queue and their pool slots.
+"""Upkeep of the instance from the code location: runs whose worker process died are
+failed, so they free the queue and their pool slots; the index writers' pool has its limit.
 
 Dagster cannot tell, with its default launcher, whether a local run worker is still alive:
 a run whose process was killed (OOM, SIGKILL, a reboot) stays STARTED, and holds its slot
@@ -16,6 +17,8 @@ import dagster as dg
 import psutil
 
 from dam_pipeline.defs.ingest import HOST_TAG
+from dam_pipeline.defs.instance import ensure_pool_limit, index_writers
+from dam_pipeline.settings import Settings
 
 CHECK_SECONDS = 5
 
@@ -69,3 +72,22 @@ def dead_run_worker_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason
     for run_id in failed:
         context.log.warning("run %s failed: its worker process is gone", run_id)
     return dg.SkipReason(f"failed {len(failed)} dead runs" if failed else "no dead run")
+
+
+def build_pool_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The index writers' pool gets its limit from the code location's settings as soon as
+    the daemon starts (and again if the store changes), before runs race to create it."""
+
+    @dg.sensor(
+        name="index_writer_pool_sensor",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sets the limit of the index writers' pool (dam_index_writer) from the "
+        "settings: 1 for a local Chroma folder, 4 for a server store.",
+    )
+    def index_writer_pool_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        changed = ensure_pool_limit(context.instance, settings)
+        limit = index_writers(settings)
+        return dg.SkipReason(f"pool limit {'set to' if changed else 'is'} {limit}")
+
+    return index_writer_pool_sensor
