@@ -18,6 +18,8 @@ Configuration comes from the environment and .env (see .env.example).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -286,9 +288,12 @@ def run_query_job(settings: Settings, question: str, top_k: int = 5) -> dict:
     from dam_pipeline.definitions import build_definitions
 
     job = build_definitions(settings).resolve_job_def("query_job")
-    result = job.execute_in_process(
-        instance=_instance(settings), run_config={"question": question, "top_k": top_k}
-    )
+    # The run records every event for the UI; its console log is not for this terminal (the
+    # job's config mapping leaves no room for a logger level, and a failure still raises).
+    with contextlib.redirect_stderr(io.StringIO()):
+        result = job.execute_in_process(
+            instance=_instance(settings), run_config={"question": question, "top_k": top_k}
+        )
     return result.output_for_node("answer_question")
 
 

@@ -13,6 +13,9 @@ from dam_pipeline import components
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Local Chroma servers started by `dam` subprocesses in folders the fixtures do not clean
+# (the bench's temporary directories) stop soon after their last client, not 5 min later.
+os.environ.setdefault("DAM_CHROMA_SERVER_IDLE_SECONDS", "15")
 
 import dagster as dg
 import pytest

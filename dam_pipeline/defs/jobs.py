@@ -174,8 +174,6 @@ def checked_query(values: dict) -> dict:
 @dg.job(
     description="Search the index and answer a question about the images.",
     config=dg.ConfigMapping(config_fn=checked_query, config_schema=QueryConfig.to_config_schema()),
-    # the terminal of `dam ask` shows warnings only; the run's events are all recorded
-    logger_defs={"console": dg.colored_console_logger.configured({"log_level": "WARNING"})},
 )
 def query_job() -> None:
     answer_question()
