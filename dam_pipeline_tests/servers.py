@@ -141,6 +141,22 @@ def chat_completion(content: str, model: str = "test-model") -> dict:
     }
 
 
+def start_dam_serve(env: dict[str, str], cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`dam serve` as a user starts it, on a free port; returns the process (terminate it)
+    and its base URL once /health answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [Path(sys.executable).parent / "dam", "serve", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base}/health", process)
+    return process, base
+
+
 @contextmanager
 def chroma_server(path) -> Iterator[str]:
     """A real Chroma server (`chroma run`) persisting to ``path``."""

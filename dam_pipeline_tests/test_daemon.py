@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -32,13 +28,9 @@ from dam_pipeline.defs.run_monitoring import worker_pid
 from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import upload
-from dam_pipeline_tests.servers import (
-    ScriptedHTTPServer,
-    chat_completion,
-    free_port,
-    wait_for_http,
-)
+from dam_pipeline_tests.servers import ScriptedHTTPServer, chat_completion, start_dam_serve
 from dam_pipeline_tests.test_embedders import titan_handler
+from dam_pipeline_tests.test_live_library import get
 from dam_pipeline_tests.test_shared_profile import CAPTION, remote_captioner
 
 PROJECT = Path(dam_pipeline.__file__).resolve().parent.parent
@@ -154,16 +146,7 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
         assert second.tags.get("dagster/sensor_name") == "upload_sensor"
 
         # The search page, as a user keeps it open while the sensor's runs write the index.
-        port = free_port()
-        serve = subprocess.Popen(
-            [BIN / "dam", "serve", "--port", str(port)],
-            env=env,
-            cwd=s3_settings.data_dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        page = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{page}/health", serve)
+        serve, page = start_dam_serve(env, cwd=s3_settings.data_dir)
         # 4. Ingestion never holds queries up, and index writers take turns through the
         # pool. Three prefixes arrive at once while the test holds the index's writer lock:
         # two ingest runs start (the run tag limit), one holds the pool's slot at
@@ -207,7 +190,7 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
 
         def written_while_searching() -> bool:
             for mode in ("dense", "keyword", "hybrid"):
-                status, _ = _get(page, "/api/search", q="a photograph", prefix="holiday", mode=mode)
+                status, _ = get(page, "/api/search", q="a photograph", prefix="holiday", mode=mode)
                 answered.append(status)
                 assert status in (200, 503), status
             return all(r.status in DONE for r in new())
@@ -216,7 +199,7 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
         assert answered.count(200) >= 3, answered
         # and it finds what they wrote, under the new prefixes, without a restart
         for prefix in ("a", "b", "c"):
-            status, found = _get(page, "/api/search", q="photograph", prefix=prefix, mode="keyword")
+            status, found = get(page, "/api/search", q="photograph", prefix=prefix, mode="keyword")
             assert status == 200 and [h["key"] for h in found["hits"]] == [f"{prefix}/coffee.jpg"]
         assert sorted(r.status.value for r in new()) == ["SUCCESS", "SUCCESS", "SUCCESS"]
         windows = sorted(_window(instance, r.run_id, "vector_index") for r in new())
@@ -241,15 +224,6 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
         "b": ["b/coffee.jpg"],
         "c": ["c/coffee.jpg"],
     }
-
-
-def _get(base: str, path: str, **params: str) -> tuple[int, dict]:
-    url = f"{base}{path}?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(url, timeout=60) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, {}
 
 
 def _reached(

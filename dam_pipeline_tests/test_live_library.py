@@ -18,7 +18,7 @@ import pytest
 
 from dam_pipeline.settings import Settings
 from dam_pipeline_tests.conftest import ingest, write_library
-from dam_pipeline_tests.servers import free_port, wait_for_http
+from dam_pipeline_tests.servers import start_dam_serve
 
 BIN = Path(sys.executable).parent
 VISIBLE_WITHIN_SECONDS = 5.0
@@ -62,17 +62,8 @@ def test_the_page_answers_during_an_ingest_and_then_finds_the_new_photos(
     env = {**os.environ, "DAM_DATA_DIR": str(data), "DAM_WORKERS": "2"}
     write_library(data / "library", {"pets/chelsea.jpg": "chelsea", "kitchen/coffee.jpg": "coffee"})
     ingest(settings, instance)  # here; the writer during the test is another process
-    port = free_port()
-    serve = subprocess.Popen(
-        [BIN / "dam", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    serve, base = start_dam_serve(env)
     try:
-        wait_for_http(f"{base}/health", serve)
         status, found = get(base, "/api/search", q="a rocket", prefix="space")
         assert status == 400 and "Unknown prefix 'space'" in found["error"]
         # a new prefix, and a new photo in a prefix the server already knows
