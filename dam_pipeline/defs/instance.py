@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -131,11 +132,20 @@ def ensure_pool_limit(instance: dg.DagsterInstance, settings: Settings) -> bool:
     if not storage.supports_global_concurrency_limits:
         return False
     wanted = index_writers(settings)
-    known = INDEX_WRITER_POOL in storage.get_concurrency_keys()
-    if known and storage.get_concurrency_info(INDEX_WRITER_POOL).slot_count == wanted:
-        return False
-    storage.set_concurrency_slots(INDEX_WRITER_POOL, wanted)
-    return True
+    for attempt in range(4):
+        known = INDEX_WRITER_POOL in storage.get_concurrency_keys()
+        if known and storage.get_concurrency_info(INDEX_WRITER_POOL).slot_count == wanted:
+            return False
+        try:
+            storage.set_concurrency_slots(INDEX_WRITER_POOL, wanted)
+            return True
+        except Exception:
+            # several machines opening the instance at once: another one set it meanwhile
+            # (a unique violation); look again
+            if attempt == 3:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    return False
 
 
 def register_prefixes(instance: dg.DagsterInstance, source: Source) -> tuple[list[str], list[str]]:
