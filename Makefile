@@ -44,6 +44,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) -c constraints.txt -e '.[dev]' 2> >(grep -v "$(PIP_NOISE)" >&2)
 	# the people detectors' model files, read from the mediapipe wheel (see pyproject.toml)
 	$(PIP) -c constraints.txt --no-deps mediapipe 2> >(grep -v "$(PIP_NOISE)" >&2)
+	# the shot detector, on the headless OpenCV (see pyproject.toml)
+	$(PIP) -c constraints.txt --no-deps scenedetect 2> >(grep -v "$(PIP_NOISE)" >&2)
 	@touch $@
 
 demo: setup

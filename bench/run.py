@@ -43,6 +43,8 @@ MODES = {
         "large_side": 4000,
         "partitions": 5,
         "live_photos": 20,
+        "videos": {"hd_seconds": 12, "uhd_seconds": 8},
+        "rerank_repeats": 3,
         "shared": None,  # the shared-profile bench starts Postgres: full mode only
     },
     "full": {
@@ -53,6 +55,7 @@ MODES = {
         "large_side": 9000,
         "partitions": 20,
         "live_photos": 120,
+        "videos": {"hd_seconds": 120, "uhd_seconds": 120},
         "shared": {"photos": 120, "per_run": 300, "latency": 0.3, "vectors": 100_000},
     },
 }
@@ -115,6 +118,7 @@ def run(
     large_side: int | None = None,
     partitions: int | None = None,
     live_photos: int | None = None,
+    video_seconds: int | None = None,
 ) -> dict:
     config = {**MODES[mode]}
     config["large_side"] = config["large_side"] if large_side is None else large_side
@@ -123,6 +127,9 @@ def run(
     config["sizes"] = sizes or config["sizes"]
     config["partitions"] = config["partitions"] if partitions is None else partitions
     config["live_photos"] = config["live_photos"] if live_photos is None else live_photos
+    if video_seconds is not None:
+        seconds = {"hd_seconds": video_seconds, "uhd_seconds": video_seconds}
+        config["videos"] = seconds if video_seconds else None
     library = work / "library" / "camera"
     make_camera_library(library, config["images"])
     out = {}
@@ -185,6 +192,20 @@ def run(
             *("--photos", str(config["live_photos"]), "--json", str(work / "live.json")),
         )
         out["live_library"] = json.loads((work / "live.json").read_text())
+    _module(
+        "bench.rerank_latency",
+        *("--repeats", str(config.get("rerank_repeats", 5)), "--json", str(work / "rerank.json")),
+    )
+    out["rerank_latency"] = json.loads((work / "rerank.json").read_text())
+    if config.get("videos"):
+        videos = config["videos"]
+        _module(
+            "bench.videos",
+            *("--hd-seconds", str(videos["hd_seconds"])),
+            *("--uhd-seconds", str(videos["uhd_seconds"])),
+            *("--work", str(work / "videos"), "--json", str(work / "videos.json")),
+        )
+        out["videos"] = json.loads((work / "videos.json").read_text())
     if config.get("shared"):
         shared = config["shared"]
         _module(
@@ -281,6 +302,33 @@ def markdown(result: dict) -> str:
                 f"(PNG and TIFF), {run['workers']} decoding workers",
                 f"{run['peak_rss_mb']} MB",
                 f"≤ 1536 MB ({_met(run['peak_rss_mb'], 1536, False)})",
+            )
+        )
+    rerank = result.get("rerank_latency")
+    for row in (rerank or {}).get("rows", []):
+        rows.append(
+            (
+                f"re-ranking latency added at N = {row['candidates']} (model answering in "
+                f"{rerank['model_latency_seconds']} s; thumbnails, request, parsing)",
+                f"{row['added_ms_p50']} ms ({row['ours_ms_p50']} ms ours)",
+                "",
+            )
+        )
+    for clip in (result.get("videos") or {}).values():
+        rows.append(
+            (
+                f"video ingest, end to end ({clip['video_seconds']} s of {clip['resolution']} "
+                f"H.264, {clip['shots_indexed']} shots); decoding and shots alone",
+                f"{clip['video_seconds_per_second']} / {clip['decode_video_seconds_per_second']} "
+                "s of video per s",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"peak RSS while indexing {clip['video_seconds']} s of {clip['resolution']}",
+                f"{clip['peak_rss_mb']} MB",
+                f"≤ 1536 MB ({_met(clip['peak_rss_mb'], 1536, False)})",
             )
         )
     for row in result["query_latency"]:
@@ -512,6 +560,9 @@ def main() -> None:
     parser.add_argument(
         "--live-photos", type=int, help="photos per prefix of the live-library bench (0: skip)"
     )
+    parser.add_argument(
+        "--video-seconds", type=int, help="seconds of each video clip (0: skip the video bench)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--work", type=Path, help="keep the photos and data here (default: temporary)"
@@ -537,6 +588,7 @@ def main() -> None:
             args.large_side,
             args.partitions,
             args.live_photos,
+            args.video_seconds,
         )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{result['date'][:10]}-{mode}"

@@ -6,6 +6,7 @@
   dam ask "is there a cat?"        a grounded answer that cites the images
   dam similar --key K | --image F  more like this
   dam duplicates                   groups of near-duplicate images
+  dam cost [--estimate]            what paid providers cost (or would, to finish ingesting)
   dam prefixes                     register the source's prefixes as Dagster partitions
   dam forget-prefix P --yes        remove a prefix whose objects were all deleted
   dam reset-index --yes            empty the vector index (to re-index with another model)
@@ -131,7 +132,8 @@ def _print_hits(hits, as_json: bool) -> None:
         print(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
         return
     for hit in hits:
-        print(f"{hit.rank:>2}. {printable(hit.key)}  (score {hit.score:.3f})")
+        reranked = f", re-ranked {hit.rerank_score:g}/10" if hit.rerank_score is not None else ""
+        print(f"{hit.rank:>2}. {printable(hit.label)}  (score {hit.score:.3f}{reranked})")
         print(f"    {printable(hit.caption)}")
         print(f"    {printable(hit.url)}")
 
@@ -175,8 +177,48 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
         print("\nSources:")
     for number, hit in enumerate(answer.sources, start=1):
         print(
-            f"  [S{number}] {printable(hit.key)}  (score {hit.score:.3f})  {printable(hit.caption)}"
+            f"  [S{number}] {printable(hit.label)}  (score {hit.score:.3f})  "
+            f"{printable(hit.caption)}"
         )
+    if answer.cost_usd:
+        print(f"\nThis answer cost ${answer.cost_usd:.4f} ({', '.join(answer.usage)}).")
+    return 0
+
+
+def cmd_cost(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline.library import Library
+
+    library = Library(settings)
+    if args.estimate:
+        estimate = library.estimate_ingest_cost(args.prefix)
+        if args.json:
+            print(json.dumps(estimate.to_dict(), indent=2))
+            return 0
+        print(
+            f"{estimate.objects} objects not captioned yet by {estimate.captioner}: "
+            f"about ${estimate.cost_usd:.4f} ({estimate.basis})"
+        )
+        if not estimate.priced:
+            print(f"  {estimate.captioner} has no price: add it to DAM_PRICES")
+        return 0
+    spent = library.spend()
+    if args.json:
+        print(json.dumps(spent, indent=2))
+        return 0
+    print(
+        f"Spent ${spent['cost_usd']:.4f}: {spent['requests']} requests, "
+        f"{spent['input_tokens']:,} input and {spent['output_tokens']:,} output tokens, "
+        f"{spent['images']} images"
+    )
+    for title, group in (("By provider/model", "by_model"), ("By partition", "by_partition")):
+        if spent[group]:
+            print(f"\n{title}:")
+        for name, row in spent[group].items():
+            print(f"  {printable(name):44} ${row['cost_usd']:.4f}  {row['requests']} requests")
+    if spent["by_day"]:
+        print("\nBy day:")
+    for day, row in spent["by_day"].items():
+        print(f"  {day}  ${row['cost_usd']:.4f}")
     return 0
 
 
@@ -246,7 +288,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     library = Path(settings.source.removeprefix("file://"))
     photos = build_demo_library(library)
-    print(f"Demo library: {len(photos)} photos in {library}")
+    print(f"Demo library: {len(photos) - 1} photos and a clip in {library}")
     print("Materializing raw_images → normalized_images → captions → embeddings → vector_index")
     status = cmd_ingest(settings, argparse.Namespace(prefix=None, quiet=args.quiet))
     if status:
@@ -257,7 +299,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     print("\nTop images:")
     for hit in answer["hits"]:
         print(
-            f"  {hit['rank']}. {printable(hit['key']):38} score {hit['score']:.3f}  "
+            f"  {hit['rank']}. {printable(hit['label']):38} score {hit['score']:.3f}  "
             f"{printable(hit['caption'])}"
         )
     print("\nOpen the Dagster UI (asset graph, partitions, runs, metadata) with:  make dev")
@@ -355,6 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-distance", type=int, default=6, help="Hamming bits of 64 (6 ≈ similarity 0.9)"
     )
     dupes.add_argument("--json", action="store_true", help="machine-readable output")
+    cost = command("cost", cmd_cost, "what paid providers cost, or would cost to finish")
+    cost.add_argument("--estimate", action="store_true", help="what captioning the rest would cost")
+    cost.add_argument("--prefix", action="append", help="with --estimate: only this prefix")
+    cost.add_argument("--json", action="store_true", help="machine-readable output")
     command("prefixes", cmd_prefixes, "register the source's prefixes as Dagster partitions")
     forget = command(
         "forget-prefix", cmd_forget_prefix, "remove a vanished prefix's images from the index"

@@ -15,11 +15,13 @@ from dam_pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from dam_pipeline.captioning import Captioner
+    from dam_pipeline.costs import PriceTable, RunBudget
     from dam_pipeline.embedding import Embedder
     from dam_pipeline.reasoning import Reasoner
     from dam_pipeline.sources import Source
     from dam_pipeline.state import PipelineState
     from dam_pipeline.vector_stores import VectorStore
+    from dam_pipeline.video import VideoLimits
 
 
 def open_state(settings: Settings, s3_client: Callable[[], Any] | None = None) -> PipelineState:
@@ -37,6 +39,7 @@ def open_state(settings: Settings, s3_client: Callable[[], Any] | None = None) -
         cache_file=layout.cache,
         keywords_file=layout.keywords,
         rate_limits_file=layout.rate_limits,
+        spend_file=layout.spend,
         state_url=settings.state_url.get_secret_value(),
         object_store_url=settings.object_store,
         s3_client=s3_client,
@@ -127,3 +130,51 @@ def open_source(settings: Settings, s3_client: Any = None) -> Source:
         public_url_template=settings.public_url_template,
         library_id=settings.library_id,
     )
+
+
+def video_limits(settings: Settings) -> VideoLimits:
+    from dam_pipeline.video import VideoLimits
+
+    return VideoLimits(
+        max_minutes=settings.video_max_minutes,
+        max_shots=settings.video_max_shots,
+        max_shot_seconds=settings.video_max_shot_seconds,
+        max_pixels=settings.video_max_pixels,
+        max_megabytes=settings.video_max_mb,
+    )
+
+
+def price_table(settings: Settings) -> PriceTable:
+    """The providers' list prices with ``DAM_PRICES`` over them."""
+    from dam_pipeline.costs import PriceTable
+
+    return PriceTable.from_json(settings.prices)
+
+
+def run_budget(settings: Settings) -> RunBudget:
+    """One run's budget for paid caption requests (``DAM_BUDGET_USD_PER_RUN``)."""
+    from dam_pipeline.costs import RunBudget
+
+    return RunBudget(settings.budget_usd_per_run, price_table(settings))
+
+
+def build_reranker(settings: Settings, cache: Any = None, api_key: str | None = None) -> Any:
+    """The second stage (``DAM_RERANKER``), or None when it is off: the vision model of
+    the configured captioner's provider, its scores cached in the content cache."""
+    if settings.reranker == "off":
+        return None
+    from dam_pipeline.captioning.groq_vision import DEFAULT_GROQ_VISION_MODEL
+    from dam_pipeline.llm_clients import groq_client, openai_client
+    from dam_pipeline.reranking import VisionReranker
+
+    provider = settings.captioner
+    key = api_key if api_key is not None else settings.api_key(provider)
+    base_url = settings.captioner_base_url
+    if provider == "groq":
+        client = groq_client(key, base_url, settings.llm_timeout, "re-ranker (DAM_RERANKER)")
+    else:
+        client = openai_client(base_url, key, settings.llm_timeout)
+    model = settings.reranker_model or settings.captioner_model
+    if not model and provider == "groq":
+        model = DEFAULT_GROQ_VISION_MODEL
+    return VisionReranker(client, provider, model, cache=cache)

@@ -58,3 +58,18 @@ def vector_id(source_id: str, key: str) -> str:
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+SHOT_MARK = "#shot-"
+
+
+def shot_key(video_key: str, index: int) -> str:
+    """The key of one shot of a video: indexed, searched and shown like an image's key. No
+    image key ends this way (image keys end in their extension)."""
+    return f"{video_key}{SHOT_MARK}{index:03d}"
+
+
+def video_of(key: str) -> str:
+    """The video a shot key belongs to ("" for an image's key)."""
+    video, mark, number = key.rpartition(SHOT_MARK)
+    return video if mark and number.isdigit() else ""

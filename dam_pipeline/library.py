@@ -13,6 +13,7 @@ import io
 import mimetypes
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from functools import cached_property
@@ -20,11 +21,15 @@ from pathlib import Path
 
 from dam_pipeline import components
 from dam_pipeline.captioning import Captioner
+from dam_pipeline.costs import Usage, combined, meter_of, report, spend_rows
+from dam_pipeline.costs.prices import FIRST_ESTIMATE
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import NormalizeError, ObjectStore
-from dam_pipeline.keys import decode_prefix, encode_prefix, vector_id
+from dam_pipeline.keys import decode_prefix, encode_prefix, shot_key, vector_id
 from dam_pipeline.reasoning import Answer, Reasoner
+from dam_pipeline.reranking import Candidate, VisionReranker
 from dam_pipeline.retrieval import MODES, Filters, Hit, Hits, KeywordIndex, search
+from dam_pipeline.retrieval.search import moment_label, video_fields
 from dam_pipeline.retrieval.similar import (
     DuplicateGroup,
     duplicates_in,
@@ -33,7 +38,7 @@ from dam_pipeline.retrieval.similar import (
     vector_for_image,
 )
 from dam_pipeline.settings import Settings
-from dam_pipeline.sources import Source
+from dam_pipeline.sources import Source, is_media_key, is_video_key
 from dam_pipeline.sources.base import partition_of
 from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
@@ -43,6 +48,9 @@ PIPELINE_ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", 
 VISION_IMAGES = 3
 VISION_SIDE = 512
 NOTEBOOK_SIDE = 180
+THUMBNAIL_THREADS = 4
+RERANK_SIDE = 384
+"""Thumbnails shown to the re-ranker: enough to judge a photo, few tokens each."""
 
 
 class QueryError(ValueError):
@@ -62,8 +70,13 @@ RASTER_TYPES = {
     "image/jpeg", "image/png", "image/gif", "image/webp", "image/tiff", "image/bmp",
     "image/heic", "image/heif", "image/avif",
 }  # fmt: skip
+VIDEO_TYPES = {
+    ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".qt": "video/quicktime",
+    ".webm": "video/webm", ".mkv": "video/x-matroska", ".avi": "video/x-msvideo",
+}  # fmt: skip
 """Originals are served with their own type only if it is one of these (never SVG or HTML,
 which a browser would run); anything else is a download."""
+MAX_SHOTS_LISTED = 500
 
 
 @dataclass(frozen=True)
@@ -85,9 +98,46 @@ class ImageDetail:
     url: str
     assets: list[str] = field(default_factory=lambda: list(PIPELINE_ASSETS))
     """The Dagster assets (of partition ``partition``) it went through."""
+    video_key: str = ""
+    """For a shot of a video: the video, the shot's times, and every indexed shot of it."""
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    shots: list[ShotSummary] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return moment_label(self.key, self.video_key, self.start_seconds, self.end_seconds)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "label": self.label}
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What ingesting the objects not captioned yet would cost (videos count one image
+    each here: their shots are known only once decoded)."""
+
+    captioner: str
+    objects: int
+    per_image: Usage
+    cost_usd: float
+    basis: str
+    priced: bool
+    """False: the model is not in the price table (DAM_PRICES), so the cost says 0."""
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "per_image": self.per_image.to_dict()}
+
+
+@dataclass(frozen=True)
+class ShotSummary:
+    """One shot of a video, as its detail page lists them."""
+
+    key: str
+    start_seconds: float
+    end_seconds: float
+    normalized_hash: str
+    caption: str
 
 
 @dataclass(frozen=True)
@@ -96,6 +146,8 @@ class Original:
 
     url: str = ""
     data: bytes = b""
+    path: Path | None = None
+    """A local file to stream (videos: the player asks for byte ranges)."""
     media_type: str = "application/octet-stream"
 
 
@@ -141,6 +193,10 @@ class Library:
     @cached_property
     def reasoner(self) -> Reasoner:
         return self._given["reasoner"] or components.build_reasoner(self.settings)
+
+    @cached_property
+    def reranker(self) -> VisionReranker | None:
+        return components.build_reranker(self.settings, cache=self.state.cache)
 
     @cached_property
     def state(self) -> PipelineState:
@@ -221,25 +277,85 @@ class Library:
         if mode not in MODES:
             raise QueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
         self.require_index()
+        first_k = max(top_k, self.settings.rerank_top_n) if self.reranker else top_k
         found = search(
             question,
             self.embedder,
             self.index,
-            top_k=top_k,
+            top_k=first_k,
             filters=self.filters(prefixes, date_from, date_to, tags, self._min_score(min_score)),
             mode=mode,
             keywords=self.keywords,
             url_for=self.source.url_for,
             keyword_weight=self.settings.keyword_weight,
         )
-        return self._shown(found)
+        if self.reranker is None:
+            return self._shown(found)
+        return self._reranked(question, found, top_k)
 
-    def ask(self, question: str, **search_options) -> Answer:
+    def _reranked(self, question: str, found: Sequence[Hit], top_k: int) -> Hits:
+        """The first stage's candidates in the re-ranker's order (scored first, best
+        first; a candidate it could not see keeps its place after them), cut to ``top_k``.
+        If the re-ranker fails, the first stage's order stands and the hits say why."""
+        assert self.reranker is not None
+        candidates = self.rerank_candidates([hit.normalized_hash for hit in found])
+        seen = {c.image_hash for c in candidates}
+        shown = [hit for hit in found if hit.normalized_hash in seen]
+        result = self.reranker.rerank(question, candidates)
+        scores = {id(hit): score for hit, score in zip(shown, result.scores, strict=True)}
+        order = sorted(
+            range(len(found)),
+            key=lambda i: (scores.get(id(found[i])) is None, -(scores.get(id(found[i])) or 0), i),
+        )
+        hits = self._shown(
+            replace(found[i], rank=rank, rerank_score=scores.get(id(found[i])))
+            for rank, i in enumerate(order[:top_k], start=1)
+        )
+        hits.usage, hits.rerank_error = result.usage, result.error
+        if result.usage:
+            spent = {model: Usage(**counts) for model, counts in result.usage.items()}
+            rows = spend_rows(
+                spent, components.price_table(self.settings), "question", "", "rerank"
+            )
+            self.state.spend.record(rows)
+        return hits
+
+    def rerank_candidates(self, digests: Sequence[str]) -> list[Candidate]:
+        """Thumbnails of these normalized images for the re-ranker, made side by side (an
+        image no longer in the store is left out: it keeps its first-stage place)."""
+
+        def one(digest: str) -> Candidate | None:
+            try:
+                return Candidate(digest, self.thumbnail(digest, side=RERANK_SIDE))
+            except NotFoundError:
+                return None
+
+        with ThreadPoolExecutor(THUMBNAIL_THREADS) as pool:
+            made = list(pool.map(one, list(dict.fromkeys(digests))))
+        return [candidate for candidate in made if candidate is not None]
+
+    def ask(self, question: str, *, spend_id: str = "question", **search_options) -> Answer:
         """Search, then answer from the retrieved captions only, citing them as [S1]..[Sn];
-        a vision reasoner also sees the top images."""
+        a vision reasoner also sees the top images. What the question cost at paid
+        providers is in the answer and in the spend ledger (under ``spend_id``)."""
         hits = self.search(question, **search_options)
         images = self.thumbnails(hits) if self.settings.reasoner_vision else None
-        return self.reasoner.answer(question.strip(), hits, images)
+        answer = self.reasoner.answer(question.strip(), hits, images)
+        answer = replace(answer, rerank_error=getattr(hits, "rerank_error", ""))
+        return self._priced(answer, spend_id, getattr(hits, "usage", None) or {})
+
+    def _priced(self, answer: Answer, spend_id: str, reranking: dict | None = None) -> Answer:
+        """The answer with what it cost: its reasoner's calls (recorded in the ledger
+        here) and the re-ranking of its sources (recorded by the search)."""
+        prices = components.price_table(self.settings)
+        reasoning = {model: Usage(**counts) for model, counts in answer.usage.items()}
+        self.state.spend.record(spend_rows(reasoning, prices, spend_id, "", "ask"))
+        reranked = {model: Usage(**counts) for model, counts in (reranking or {}).items()}
+        usage = combined(reasoning, reranked)
+        if not usage:
+            return answer
+        every = {model: u.to_dict() for model, u in usage.items()}
+        return replace(answer, cost_usd=prices.total(usage), usage=every)
 
     def similar(
         self,
@@ -331,8 +447,7 @@ class Library:
             self.state.manifests.delete(asset, partition)
         return len(vectors)
 
-    def detail(self, key: str) -> ImageDetail:
-        """What the index holds about ``key``; ``NotFoundError`` if it is not indexed."""
+    def _exact_detail(self, key: str) -> ImageDetail:
         self.require_index()
         vid = vector_id(self.source.source_id, key)
         partition = encode_prefix(partition_of(key, self.settings.partition_depth))
@@ -340,6 +455,7 @@ class Library:
         if vid not in found:
             raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
         _, meta, _ = found[vid]
+        video = video_fields(meta)
         return ImageDetail(
             key=str(meta.get("key", key)),
             prefix=decode_prefix(str(meta.get("partition", partition))),
@@ -352,20 +468,115 @@ class Library:
             last_modified=str(meta.get("last_modified", "")),
             captioner=str(meta.get("captioner", "")),
             normalized_hash=str(meta.get("normalized_hash", "")),
-            url=self.source.url_for(key),
+            url=self.source.url_for(video.get("video_key", key)),
+            shots=self._shots_of(video["video_key"], meta, partition) if video else [],
+            **video,
         )
 
+    def _shots_of(self, video_key: str, meta: dict, partition: str) -> list[ShotSummary]:
+        """Every indexed shot of a video, in order (one fetch: shot keys are numbered)."""
+        count = min(int(meta.get("video_shots", 0) or 0), MAX_SHOTS_LISTED)
+        keys = [shot_key(video_key, index) for index in range(count)]
+        ids = {vector_id(self.source.source_id, key): key for key in keys}
+        found = self.index.fetch([(vid, partition) for vid in ids])
+        shots = [
+            ShotSummary(
+                key=ids[vid],
+                start_seconds=float(m.get("start_seconds", 0.0)),
+                end_seconds=float(m.get("end_seconds", 0.0)),
+                normalized_hash=str(m.get("normalized_hash", "")),
+                caption=str(m.get("caption", "")),
+            )
+            for vid, (_, m, _) in found.items()
+        ]
+        return sorted(shots, key=lambda shot: shot.start_seconds)
+
     def original(self, key: str) -> Original:
-        """The original of an indexed image: a URL for a bucket (presigned or public), the
-        bytes for a folder. Only indexed keys are served, whatever the request holds."""
+        """The original of an indexed image or video (named by the key of one of its shots,
+        or its own): a URL for a bucket (presigned or public), the file or bytes for a
+        folder. Only indexed keys are served, whatever the request holds."""
         detail = self.detail(key)
         if detail.url.startswith(("https://", "http://")):
             return Original(url=detail.url)
+        if detail.video_key:
+            name = detail.video_key
+            media_type = VIDEO_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+            local_path = getattr(self.source, "local_path", None)
+            if local_path is not None:
+                return Original(path=local_path(name), media_type=media_type)
+            return Original(data=self.source.read_bytes(name), media_type=media_type)
         media_type = mimetypes.guess_type(detail.key)[0] or ""
         return Original(
             data=self.source.read_bytes(detail.key),
             media_type=media_type if media_type in RASTER_TYPES else "application/octet-stream",
         )
+
+    def spend(self) -> dict:
+        """What paid providers were asked and what it cost: totals, then by provider/model,
+        partition, stage and day (`dam cost`)."""
+        return report(self.state.spend.rows())
+
+    def estimate_ingest_cost(self, prefixes: Sequence[str] | None = None) -> CostEstimate:
+        """What captioning the objects not captioned yet (by this captioner) would cost:
+        their number times the mean usage per image measured so far for this model (the
+        spend ledger), or ``FIRST_ESTIMATE`` before any was measured."""
+        model_id = getattr(self.captioner, "model_id", "")
+        fingerprint = self.captioner.fingerprint
+        listed = [p.strip("/") for p in prefixes] if prefixes else self.source.list_prefixes()
+        pending = 0
+        for prefix in listed:
+            manifest = self.state.manifests.read("captions", encode_prefix(prefix))
+            done = {
+                r.video_key or r.key
+                for r in (manifest or ())
+                if r.status in ("ok", "quarantined") and r.captioner == fingerprint
+            }
+            pending += sum(
+                1
+                for obj in self.source.iter_objects(prefix)
+                if not obj.ignored and is_media_key(obj.key) and obj.key not in done
+            )
+        measured = [
+            r for r in self.state.spend.rows() if r.stage == "captions" and r.model_id == model_id
+        ]
+        per_image, basis = FIRST_ESTIMATE, "the default estimate (no image captioned yet)"
+        images = sum(r.usage.images for r in measured)
+        if images:
+            total = sum((r.usage for r in measured), Usage())
+            per_image = Usage(
+                requests=round(total.requests / images),
+                input_tokens=round(total.input_tokens / images),
+                output_tokens=round(total.output_tokens / images),
+                images=1,
+            )
+            basis = f"the mean of {images} images captioned so far"
+        prices = components.price_table(self.settings)
+        paid = meter_of(self.captioner) is not None
+        each = prices.cost(model_id, per_image) if paid else 0.0
+        return CostEstimate(
+            captioner=model_id or fingerprint,
+            objects=pending,
+            per_image=per_image if paid else Usage(),
+            cost_usd=round(each * pending, 6),
+            basis=basis if paid else "the local captioner calls no paid provider",
+            priced=not paid or prices.price(model_id) is not None,
+        )
+
+    def detail(self, key: str) -> ImageDetail:
+        """What the index holds about ``key`` (for a video's own key: its first indexed
+        shot); ``NotFoundError`` if it is not indexed."""
+        try:
+            return self._exact_detail(key)
+        except NotFoundError:
+            if not is_video_key(key):
+                raise
+        partition = encode_prefix(partition_of(key, self.settings.partition_depth))
+        ids = [vector_id(self.source.source_id, shot_key(key, i)) for i in range(16)]
+        found = self.index.fetch([(vid, partition) for vid in ids])
+        for vid in ids:
+            if vid in found:
+                return self._exact_detail(str(found[vid][1].get("key")))
+        raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
 
     def thumbnail(self, digest: str, side: int = 320) -> bytes:
         """A JPEG of at most ``side`` pixels of a normalized image, by its content hash

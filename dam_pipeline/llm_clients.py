@@ -4,6 +4,7 @@ so backoff and logging are the same everywhere)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dam_pipeline.text import register_secret
@@ -28,3 +29,20 @@ def openai_client(base_url: str | None, api_key: str, timeout: float) -> Any:
         timeout=timeout,
         max_retries=0,
     )
+
+
+def json_object_reply(content: str | None, malformed: type[ValueError]) -> dict[str, Any]:
+    """A model's reply as the JSON object it was asked for (a code fence around it is
+    tolerated); ``malformed`` is raised, saying what is wrong, for anything else."""
+    if not content:
+        raise malformed("the model returned no content")
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise malformed(f"the reply is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise malformed("the reply is not a JSON object")
+    return data

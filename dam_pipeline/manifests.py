@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 if TYPE_CHECKING:
     from dam_pipeline.postgres import PostgresDatabase
 
-Status = Literal["ok", "quarantined", "failed"]
+Status = Literal["ok", "quarantined", "failed", "deferred"]
 """ok: processed; quarantined: bad input, with its reason; failed: a provider error, retried
-on the next run."""
+on the next run; deferred: not sent, the run's budget was spent (the next run sends it)."""
+RETRIED = ("failed", "deferred")
+"""Statuses the next run tries again: their old vectors stay in the index meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ class NormalizedImage:
     last_modified: str = ""
     dhash: str = ""
     """Perceptual hash of the normalized image (near-duplicate search)."""
+    video_key: str = ""
+    """For a shot of a video: the video's key (``key`` is then ``<video_key>#shot-NNN``)."""
+    start_seconds: float = 0.0
+    end_seconds: float = 0.0
+    video_shots: int = 0
+    """How many shots the video has (its shots' keys are numbered below it)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,10 @@ class CaptionRecord:
     reason: str | None = None
     last_modified: str = ""
     dhash: str = ""
+    video_key: str = ""
+    start_seconds: float = 0.0
+    end_seconds: float = 0.0
+    video_shots: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,7 @@ def status_counts(records: list[Any]) -> dict[str, int]:
         "processed": statuses.count("ok"),
         "quarantined": statuses.count("quarantined"),
         "failed": statuses.count("failed"),
+        "deferred": statuses.count("deferred"),
     }
 
 

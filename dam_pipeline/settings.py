@@ -114,6 +114,18 @@ class Settings(BaseSettings):
     decode_memory_mb: Positive = 768
     """What the decoding threads may hold at once, in MB (images larger wait to run alone)."""
 
+    # Videos (split into shots; each shot's keyframe is indexed like a photo)
+    video_max_minutes: float = Field(default=120.0, gt=0)
+    """Longer videos are quarantined with the reason."""
+    video_max_shots: Positive = 200
+    """Past this many shots, a video's last shot runs to its end."""
+    video_max_shot_seconds: float = Field(default=60.0, gt=0)
+    """A longer shot is indexed in parts of this length, each with its keyframe."""
+    video_max_pixels: Positive = 8192 * 4320
+    """Largest frame (width x height) decoded; larger videos are quarantined."""
+    video_max_mb: Positive = 8192
+    """Largest video file; a bucket's video is copied once to a temporary file this large."""
+
     # Captioning
     captioner: CaptionerName = "local"
     captioner_model: str = ""
@@ -179,6 +191,22 @@ class Settings(BaseSettings):
     min_score: float = Field(default=MIN_SCORE, ge=-1.0, le=1.0)
     """Similarity a hit needs to be shown as a match (found by the question's words: any)."""
 
+    # Re-ranking: a second stage over the first stage's top candidates
+    reranker: Literal["off", "vlm"] = "off"
+    """vlm: the vision model of DAM_CAPTIONER (groq or openai) scores the candidates'
+    thumbnails against the question, in one request."""
+    reranker_model: str = ""
+    """Default: DAM_CAPTIONER_MODEL (Llama-4-Scout on Groq)."""
+    rerank_top_n: int = Field(default=20, ge=1, le=100)
+
+    # Paid providers: prices and a budget
+    prices: str = ""
+    """JSON: {"provider/model": {"input_per_mtok", "output_per_mtok", "per_request",
+    "per_image"}} in USD, over the built-in list prices (README: Cost)."""
+    budget_usd_per_run: float = Field(default=0.0, ge=0.0)
+    """A run stops sending paid caption requests before it would spend more (0: no limit);
+    the images left are deferred to the next run."""
+
     # The web app (`dam serve`)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8000, ge=1, le=65535)
@@ -207,6 +235,14 @@ class Settings(BaseSettings):
     def _dimension_from_text(cls, value: Any) -> Any:
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
+    @field_validator("prices")
+    @classmethod
+    def _prices_parse(cls, value: str) -> str:
+        from dam_pipeline.costs import PriceTable
+
+        PriceTable.from_json(value)  # a PriceError (ValueError) names what is wrong
+        return value
+
     @model_validator(mode="after")
     def _fill_derived_defaults(self) -> Settings:
         data_dir = self.data_dir.expanduser().resolve()
@@ -218,6 +254,11 @@ class Settings(BaseSettings):
         if self.dagster_home is None:
             object.__setattr__(self, "dagster_home", DataLayout(data_dir).dagster_home)
         self._check_shared_profile()
+        if self.reranker == "vlm" and self.captioner == "local":
+            raise ValueError(
+                "DAM_RERANKER=vlm shows thumbnails to the vision model of DAM_CAPTIONER: set "
+                "DAM_CAPTIONER=groq or openai (and its key), or DAM_RERANKER=off"
+            )
         return self
 
     def _check_shared_profile(self) -> None:
@@ -358,6 +399,11 @@ class DataLayout:
     @property
     def cache(self) -> Path:
         return self.root / "cache" / "content_cache.sqlite"
+
+    @property
+    def spend(self) -> Path:
+        """What paid providers were asked and what it cost (`dam cost`)."""
+        return self.root / "cache" / "spend.sqlite"
 
     @property
     def rate_limits(self) -> Path:

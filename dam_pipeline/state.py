@@ -7,6 +7,7 @@
 | keyword index        | ``<data_dir>/index`` SQLite FTS5| Postgres ``dam_keywords`` (tsvector)  |
 | normalized images    | ``<data_dir>/objects``          | ``DAM_OBJECT_STORE`` (S3)             |
 | request rate limits  | ``<data_dir>/cache`` SQLite     | Postgres ``dam_rate_limits``          |
+| spend ledger         | ``<data_dir>/cache`` SQLite     | Postgres ``dam_spend``                |
 
 The shared profile (``DAM_STATE_URL`` + ``DAM_OBJECT_STORE``) keeps nothing on a worker's
 disk, so runs of one library can go to many machines. The vector index is chosen apart
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dam_pipeline.cache import ContentCache, PostgresContentCache, SqliteContentCache
+from dam_pipeline.costs import PostgresSpendLedger, SpendLedger, SqliteSpendLedger
 from dam_pipeline.imaging.object_store import FolderObjectStore, ObjectStore, S3ObjectStore
 from dam_pipeline.manifests import FolderManifestStore, ManifestStore, PostgresManifestStore
 from dam_pipeline.postgres import database
@@ -42,6 +44,7 @@ class PipelineState:
     cache_file: Path
     keywords_file: Path
     rate_limits_file: Path
+    spend_file: Path | None = None
     state_url: str = ""
     object_store_url: str = ""
     s3_client: Callable[[], Any] | None = None
@@ -79,6 +82,13 @@ class PipelineState:
         if not create and not self.keywords_file.exists():
             return None
         return SqliteKeywordIndex(self.keywords_file)
+
+    @cached_property
+    def spend(self) -> SpendLedger:
+        """What paid providers were asked and what it cost, per run and partition."""
+        if self.state_url:
+            return PostgresSpendLedger(database(self.state_url))
+        return SqliteSpendLedger(self.spend_file or self.cache_file.with_name("spend.sqlite"))
 
     def rate_limiter(self, name: str, requests_per_minute: float) -> RateLimiter:
         """The request schedule ``name``, shared with every run that uses the same state."""

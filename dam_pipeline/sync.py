@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dam_pipeline.keys import ROOT_PARTITION, decode_prefix, encode_prefix
-from dam_pipeline.sources import Source, is_image_key
+from dam_pipeline.sources import Source, is_media_key
 from dam_pipeline.sources.base import partition_of
 
 DEFAULT_BUDGET_SECONDS = 40.0
@@ -92,7 +92,7 @@ def scan_changes(
         if index and index % 500 == 0 and time.monotonic() > deadline:
             break  # resume after last_key on the next tick
         last_key = obj.key
-        if obj.ignored or not is_image_key(obj.key):
+        if obj.ignored or not is_media_key(obj.key):
             continue
         result.objects += 1
         partition_key = encode_prefix(partition_of(obj.key, source.depth))

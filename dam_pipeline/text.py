@@ -56,3 +56,11 @@ class RedactSecrets(logging.Filter):
             record.msg = redact(record.getMessage())
             record.args = None
         return True
+
+
+def format_time(seconds: float) -> str:
+    """01:13 (or 1:02:03 past an hour)."""
+    whole = int(max(0.0, seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

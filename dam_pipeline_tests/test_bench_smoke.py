@@ -53,6 +53,8 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
             "0",  # so does the daemon bench
             "--live-photos",
             "0",  # and the live-library bench (dam serve while dam ingest writes)
+            "--video-seconds",
+            "0",  # and the video bench (a 4K clip written and indexed)
         ],
         cwd=PROJECT,
         env={**os.environ, "PYTHONPATH": str(PROJECT)},

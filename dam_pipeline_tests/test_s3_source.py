@@ -190,3 +190,33 @@ def test_object_deleted_between_listing_and_download(s3_settings: Settings, tmp_
     assert by_key["p/a.jpg"].status == "ok"
     assert by_key["p/b.jpg"].status == "quarantined"
     assert "deleted" in by_key["p/b.jpg"].reason
+
+
+def test_a_bucket_video_is_read_once_and_capped(s3_settings: Settings, tmp_path) -> None:
+    """A video in a bucket is streamed once into a temporary file (one GET, hashed on the
+    way), its shots indexed; one over DAM_VIDEO_MAX_MB is quarantined without a GET."""
+    from PIL import Image
+
+    from dam_pipeline.demo import skimage_data_dir
+    from dam_pipeline.imaging import FolderObjectStore
+    from dam_pipeline.video import VideoLimits
+    from dam_pipeline.video.write import write_clip
+
+    stills = [Image.open(skimage_data_dir() / name) for name in ("coffee.png", "chelsea.png")]
+    clip = write_clip(tmp_path / "talk.mp4", stills).read_bytes()
+    upload(s3_settings, {"v/talk.mp4": clip, "v/big.mp4": clip + bytes(2 * 2**20)})
+    source = components.open_source(s3_settings, s3_client(s3_settings))
+    gets: list[str] = []
+    source.client.meta.events.register(
+        "provide-client-params.s3.GetObject", lambda params, **_: gets.append(params["Key"])
+    )
+    raw = list_raw_images(source, "v")
+    normalized = normalize_partition(
+        source, raw, FolderObjectStore(tmp_path / "objects"), video=VideoLimits(max_megabytes=1)
+    )
+    shots = [r for r in normalized if r.video_key == "v/talk.mp4"]
+    assert [r.start_seconds for r in shots] == [0.0, 2.0] and shots[0].content_hash
+    assert "DAM_VIDEO_MAX_MB" in normalized.by_key()["v/big.mp4"].reason
+    assert [key.rsplit("/", 2)[-2:] for key in gets] == [
+        ["v", "talk.mp4"]
+    ]  # one GET for the clip, none for the one over the cap

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from dam_pipeline.text import format_time
+
 PANORAMA_RATIO = 2.0
 SQUARE_TOLERANCE = 0.05
 
@@ -66,3 +68,17 @@ def fact_sentence(width: int, height: int, exif: dict[str, Any]) -> str:
     if exif.get("has_gps"):
         sentence = sentence[:-1] + "; it has a GPS location."
     return sentence
+
+
+def video_fact_sentence(start: float, end: float, duration: float, width: int, height: int) -> str:
+    """ "Shot from 01:13 to 01:21 of a 02:05 landscape video (1920x1080)." """
+    shape = orientation(width, height)
+    size = f" ({width}x{height})" if width and height else ""
+    return (
+        f"Shot from {format_time(start)} to {format_time(end)} of a {format_time(duration)} "
+        f"{shape + ' ' if shape else ''}video{size}."
+    )
+
+
+def video_fact_tags(width: int, height: int) -> list[str]:
+    return ["video", *[t for t in (orientation(width, height),) if t]]

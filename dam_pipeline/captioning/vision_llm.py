@@ -11,7 +11,6 @@ rate (``dam_pipeline.rate_limit``), so together they stay under the provider's l
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 from PIL import Image
 
 from dam_pipeline.captioning.base import Caption, CaptionerError, ImageInput, as_inputs
+from dam_pipeline.costs import UsageMeter, chat_usage
+from dam_pipeline.llm_clients import json_object_reply
 from dam_pipeline.rate_limit import RateLimiter
 from dam_pipeline.retry import call_with_retries, is_transient
 from dam_pipeline.text import redact
@@ -43,17 +44,7 @@ class MalformedCaption(ValueError):
 
 def parse_caption_json(content: str | None) -> Caption:
     """Strictly parse the model's reply into a Caption (a code fence around it is tolerated)."""
-    if not content:
-        raise MalformedCaption("the model returned no content")
-    text = content.strip()
-    if text.startswith("```"):
-        text = text.strip("`").removeprefix("json").strip()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedCaption(f"the reply is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MalformedCaption("the reply is not a JSON object")
+    data = json_object_reply(content, MalformedCaption)
     description, tags, visible = data.get("description"), data.get("tags", []), data.get("text", "")
     if not isinstance(description, str) or not description.strip():
         raise MalformedCaption('"description" is missing or empty')
@@ -101,6 +92,10 @@ class ChatVisionCaptioner:
         self.attempts = attempts
         self.base_delay = base_delay
         self.fingerprint = f"{self.provider}/{model}/{PROMPT_VERSION}"
+        self.model_id = f"{self.provider}/{model}"
+        """How the price table and the spend ledger name it."""
+        self.meter = UsageMeter()
+        """Every request's reported usage (retries included: each is paid)."""
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, concurrency), thread_name_prefix=self.provider
         )
@@ -112,6 +107,7 @@ class ChatVisionCaptioner:
             temperature=0,
             response_format={"type": "json_object"},
         )
+        self.meter.record(self.model_id, chat_usage(response, images=1))
         return response.choices[0].message.content
 
     def caption_one(self, jpeg: bytes) -> Caption:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import dagster as dg
 
-from dam_pipeline import stages
+from dam_pipeline import components, stages
 from dam_pipeline.defs import checks
 from dam_pipeline.defs.metadata import caption_preview, stage_metadata
 from dam_pipeline.defs.partitions import image_prefixes
@@ -108,6 +108,7 @@ def normalized_images(
             max_pixels=settings.max_image_pixels or None,
             workers=settings.workers,
             decode_memory_bytes=settings.decode_memory_mb * 2**20,
+            video=components.video_limits(settings),
         ),
     )
 
@@ -120,9 +121,15 @@ def captions(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """A searchable description of every image, with tags, labels and colours."""
     store, built, cache = storage.object_store(), captioner.build(), storage.cache()
+    budget = components.run_budget(storage.settings)  # one for the run's partitions
+    each = storage.cost_each(built, "captions")
 
     def caption(key: str, normalized: Manifest) -> Manifest:
-        manifest = stages.caption_partition(normalized, store, built, cache)
+        manifest = stages.caption_partition(
+            normalized, store, built, cache, budget=budget, prices=budget.prices,
+            known_cost_each=each,
+        )  # fmt: skip
+        storage.record_spend(context.run_id, key, "captions", manifest)
         context.add_asset_metadata({"preview": caption_preview(manifest, store)}, partition_key=key)
         return manifest
 
@@ -139,9 +146,15 @@ def embeddings(
 ) -> Manifests:
     """One normalized vector per caption; vectors live in the content cache."""
     built, cache, store = embedder.build(), storage.cache(), storage.object_store()
-    return each_partition(
-        context, captions, lambda _, caption: stages.embed_partition(caption, built, cache, store)
-    )
+    prices = components.price_table(storage.settings)
+    each = storage.cost_each(built, "embeddings")
+
+    def embed(key: str, caption: Manifest) -> Manifest:
+        manifest = stages.embed_partition(caption, built, cache, store, prices, each)
+        storage.record_spend(context.run_id, key, "embeddings", manifest)
+        return manifest
+
+    return each_partition(context, captions, embed)
 
 
 def vector_index(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dam_pipeline.manifests import Manifest
+from dam_pipeline.manifests import RETRIED, Manifest
 from dam_pipeline.vector_stores import VectorStore
 
 QUARANTINE_SHARE = dg.AssetCheckSpec(
@@ -44,7 +44,8 @@ def quarantine_share(captions: dict[str, Manifest], threshold: float) -> dg.Asse
     rows, examples = [], {}
     seen = quarantined = failed = 0
     for key, manifest in captions.items():
-        not_ok = manifest.not_ok()
+        # deferred images (the run's budget) are neither bad input nor provider errors
+        not_ok = [r for r in manifest.not_ok() if r.status != "deferred"]
         share = len(not_ok) / len(manifest) if len(manifest) else 0.0
         seen += len(manifest)
         quarantined += sum(r.status == "quarantined" for r in not_ok)
@@ -71,7 +72,7 @@ def index_problems(manifest: Manifest, store: VectorStore, partition_key: str) -
     """What is wrong with one partition's slice of the index (nothing: it matches)."""
     stored = store.list_partition(partition_key)
     expected = {r.vector_id for r in manifest if r.status == "ok"}
-    kept = {r.vector_id for r in manifest if r.status == "failed"}
+    kept = {r.vector_id for r in manifest if r.status in RETRIED}
     summary = manifest.summary
     problems = []
     if missing := expected - set(stored):

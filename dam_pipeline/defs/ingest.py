@@ -74,7 +74,8 @@ def ingest(
 
 def partition_outcome(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
     """(ok | partial | FAILED, the counts a person checks) of one ingest run. ``partial``:
-    the run finished but some images failed or a deletion was refused."""
+    the run finished but some images failed or were deferred (the budget), or a deletion
+    was refused."""
     if not result.success:
         return "FAILED", "see the run in the Dagster UI (make dev) for the error"
     meta = {}
@@ -82,7 +83,17 @@ def partition_outcome(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
         meta = {name: value.value for name, value in materialization.metadata.items()}
     names = ("indexed", "quarantined", "failed", "upserted", "deleted")
     counts = ", ".join(f"{name} {meta[name]}" for name in names if name in meta)
-    partial = meta.get("failed", 0) or meta.get("deletion_blocked")
+    if meta.get("deferred"):
+        counts += f", deferred {meta['deferred']} (budget)"
+    spent = sum(
+        float(m.metadata["cost_usd"].value)
+        for asset in ("captions", "embeddings")
+        for m in result.asset_materializations_for_node(asset)
+        if "cost_usd" in m.metadata
+    )
+    if spent:
+        counts += f", spent ${spent:.4f}"
+    partial = meta.get("failed", 0) or meta.get("deferred", 0) or meta.get("deletion_blocked")
     if meta.get("deletion_blocked"):
         counts += f", deletion_blocked ({meta.get('would_delete', 0)} would vanish)"
     return ("partial" if partial else "ok"), counts

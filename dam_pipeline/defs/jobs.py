@@ -117,7 +117,7 @@ def answer_question(
                 }
             )
             return {"groups": [{"keys": g.keys, "similarity": g.similarity} for g in groups]}
-        answer = _answer(library, config)
+        answer = _answer(library, config, context.run_id)
     except (QueryError, EmptyIndexError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     objects = storage.object_store()
@@ -131,13 +131,15 @@ def answer_question(
             "answer": dg.MetadataValue.md(answer_markdown(answer, thumbnails)),
             "hits": hits_table(answer),
             "dagster/row_count": len(answer.sources),
-            "cited": dg.MetadataValue.json([hit.key for hit in answer.cited_hits]),
+            "cited": dg.MetadataValue.json([hit.label for hit in answer.cited_hits]),
+            "cost_usd": dg.MetadataValue.float(round(answer.cost_usd, 6)),
+            "usage": dg.MetadataValue.json(answer.usage),
         }
     )
     return answer.to_dict()
 
 
-def _answer(library, config: QueryConfig) -> Answer:
+def _answer(library, config: QueryConfig, run_id: str) -> Answer:
     if config.mode == "similar":
         if bool(config.key) == bool(config.image_path):
             raise QueryError("similar needs exactly one of key or image_path.")
@@ -155,7 +157,7 @@ def _answer(library, config: QueryConfig) -> Answer:
         hits = library.search(config.question, **config.search_options())
         summary = f"{len(hits)} images match." if hits else "No image matches well enough."
         return Answer(config.question, summary, hits, [], "search")
-    return library.ask(config.question, **config.search_options())
+    return library.ask(config.question, spend_id=run_id, **config.search_options())
 
 
 def checked_query(values: dict) -> dict:

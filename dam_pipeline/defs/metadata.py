@@ -27,6 +27,8 @@ def _value(value: Any) -> dg.MetadataValue | None:
         return dg.MetadataValue.float(value)
     if isinstance(value, str):
         return dg.MetadataValue.text(value)
+    if isinstance(value, dict) and value:  # e.g. what was cut short, per video
+        return dg.MetadataValue.json(value)
     return None
 
 
@@ -54,6 +56,9 @@ HITS_SCHEMA = dg.TableSchema(
         dg.TableColumn("source", "string", description="S1, S2 … as the answer cites them"),
         dg.TableColumn("key", "string"),
         dg.TableColumn("score", "float", description="cosine similarity to the question"),
+        dg.TableColumn(
+            "moment", "string", description="the key, or the video and the shot's times"
+        ),
         dg.TableColumn("partition", "string"),
         dg.TableColumn("caption", "string"),
         dg.TableColumn("url", "string"),
@@ -94,6 +99,7 @@ def hits_table(answer: Answer) -> dg.MetadataValue:
                     "source": f"S{number}",
                     "key": hit.key,
                     "score": float(hit.score),
+                    "moment": hit.label,
                     "partition": hit.partition,
                     "caption": hit.caption,
                     "url": hit.url,

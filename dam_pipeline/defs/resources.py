@@ -15,6 +15,7 @@ from pydantic import PrivateAttr
 from dam_pipeline import components
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner
+from dam_pipeline.costs import Usage, spend_rows
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.library import Library
@@ -103,6 +104,29 @@ class StorageResource(dg.ConfigurableResource):
         if self.settings.embedded_index:
             return exclusive(self.layout.index_writer_lock, "the embedded index")
         return nullcontext({"seconds_waited": 0.0})
+
+    def record_spend(self, run_id: str, partition_key: str, stage: str, manifest: Manifest) -> None:
+        """Put a stage's paid usage (its summary's ``usage``) in the spend ledger."""
+        usage = manifest.summary.get("usage") or {}
+        if usage:
+            rows = spend_rows(
+                {model: Usage(**counts) for model, counts in usage.items()},
+                components.price_table(self.settings),
+                run_id,
+                partition_key,
+                stage,
+            )
+            self.state().spend.record(rows)
+
+    def cost_each(self, component: Any, stage: str) -> float | None:
+        """What one result of this paid component cost on average so far (the spend
+        ledger), to price what the cache saves; None for local models or before any."""
+        model_id = getattr(component, "model_id", "")
+        if not model_id:
+            return None
+        rows = [r for r in self.state().spend.rows() if r.stage == stage and r.model_id == model_id]
+        images = sum(r.usage.images or r.usage.requests for r in rows)
+        return sum(r.cost_usd for r in rows) / images if images else None
 
     def previous_manifest(self, asset: str, partition_key: str) -> Manifest | None:
         """What this asset wrote for the partition last time: the basis of incremental runs."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dam_pipeline.costs import Usage, UsageMeter
 from dam_pipeline.retry import call_with_retries
 
 TITAN_MULTIMODAL = "amazon.titan-embed-image-v1"
@@ -53,6 +54,9 @@ class TitanMultimodalEmbedder:
         self.attempts = attempts
         self.base_delay = base_delay
         self.fingerprint = f"bedrock/{model}/{dimension}"
+        self.model_id = f"bedrock/{model}"
+        self.meter = UsageMeter()
+        """Requests, text tokens (``inputTextTokenCount``) and images, as Bedrock reports."""
         self.client = client or _bedrock_client(region, endpoint_url)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="titan")
 
@@ -67,6 +71,14 @@ class TitanMultimodalEmbedder:
                 accept="application/json",
             )
             result = json.loads(response["body"].read())
+            self.meter.record(
+                self.model_id,
+                Usage(
+                    requests=1,
+                    input_tokens=int(result.get("inputTextTokenCount") or 0),
+                    images=1 if "inputImage" in payload else 0,
+                ),
+            )
             if "embedding" not in result:
                 raise RuntimeError(
                     f"Bedrock returned no embedding: {result.get('message', result)}"

@@ -22,6 +22,12 @@ class Answer:
     """Why the language model could not answer (the hits are still in ``sources``)."""
     dropped_citations: list[int] = field(default_factory=list)
     """Citations of sources that do not exist, removed from the text."""
+    cost_usd: float = 0.0
+    """What the question cost at the paid providers (reasoner, re-ranker)."""
+    usage: dict = field(default_factory=dict)
+    """provider/model -> requests, tokens and images the question used."""
+    rerank_error: str = ""
+    """Why the re-ranker left the first stage's order (it failed), if it did."""
 
     def _repr_html_(self) -> str:
         from dam_pipeline.display import answer_html
@@ -41,6 +47,9 @@ class Answer:
             "hits": [hit.to_dict() for hit in self.sources],
             "reasoner": self.reasoner,
             "error": self.error,
+            "cost_usd": round(self.cost_usd, 6),
+            "usage": self.usage,
+            "rerank_error": self.rerank_error,
         }
 
 

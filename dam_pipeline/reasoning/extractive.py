@@ -132,7 +132,7 @@ class ExtractiveReasoner:
                 else ""
             )
             lines.append(
-                f'{neutralize(hit.key)} [S{number}]: its caption reads "{_quote(hit.caption)}" '
+                f'{neutralize(hit.label)} [S{number}]: its caption reads "{_quote(hit.caption)}" '
                 f"(similarity {hit.score:.2f}{why})."
             )
         lead = "The best match is" if len(matches) == 1 else f"{len(matches)} images match best:"

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dam_pipeline.costs import UsageMeter, chat_usage
 from dam_pipeline.llm_clients import groq_client, openai_client
 from dam_pipeline.reasoning.base import Answer, neutralize
 from dam_pipeline.retrieval import Hit
@@ -49,7 +50,7 @@ def format_sources(sources: Sequence[Hit]) -> str:
     for number, hit in enumerate(sources, start=1):
         tags = ", ".join(hit.tags[:15])
         lines = [
-            f'<source id="S{number}" image="{neutralize(hit.key)}">',
+            f'<source id="S{number}" image="{neutralize(hit.label)}">',
             f"caption: {neutralize(hit.caption)}",
             f"tags: {neutralize(tags)}",
         ]
@@ -84,6 +85,10 @@ def parse_citations(text: str, source_count: int) -> tuple[str, list[int], list[
     return cleaned, cited, dropped
 
 
+def _as_dicts(meter: UsageMeter) -> dict[str, dict[str, int]]:
+    return {model: usage.to_dict() for model, usage in meter.snapshot().items()}
+
+
 class ChatReasoner:
     """Shared behaviour; subclasses set ``self.client`` and ``name``."""
 
@@ -97,6 +102,8 @@ class ChatReasoner:
         self.attempts = attempts
         self.base_delay = base_delay
         self.vision = vision
+        self.model_id = f"{self.name}/{model}"
+        self.meter = UsageMeter()
 
     def _messages(
         self, question: str, sources: Sequence[Hit], images: Mapping[int, bytes]
@@ -121,11 +128,16 @@ class ChatReasoner:
                 question, f'No image in the library matches "{question}".', [], [], self.name
             )
         messages = self._messages(question, sources, images or {})
+        used = UsageMeter()  # this question's calls (retries included), apart from others'
 
         def call() -> str:
             response = self.client.chat.completions.create(
                 model=self.model, messages=messages, temperature=0
             )
+            shown = len(images or {}) if self.vision else 0
+            usage = chat_usage(response, images=shown)
+            used.record(self.model_id, usage)
+            self.meter.record(self.model_id, usage)
             return response.choices[0].message.content or ""
 
         try:
@@ -134,19 +146,33 @@ class ChatReasoner:
             reason = redact(str(exc))
             log.error("%s could not answer: %s", self.name, reason)
             listing = "; ".join(
-                f"{neutralize(hit.key)} [S{n}]" for n, hit in enumerate(sources, start=1)
+                f"{neutralize(hit.label)} [S{n}]" for n, hit in enumerate(sources, start=1)
             )
             text = (
                 f"The language model ({self.name}, {self.model}) could not be reached: {reason}. "
                 f"The images that match best are: {listing}."
             )
             return Answer(
-                question, text, sources, list(range(1, len(sources) + 1)), self.name, error=reason
+                question,
+                text,
+                sources,
+                list(range(1, len(sources) + 1)),
+                self.name,
+                error=reason,
+                usage=_as_dicts(used),
             )
         text, cited, dropped = parse_citations(reply, len(sources))
         if dropped:
             log.warning("dropped citations of sources that do not exist: %s", dropped)
-        return Answer(question, text, sources, cited, self.name, dropped_citations=dropped)
+        return Answer(
+            question,
+            text,
+            sources,
+            cited,
+            self.name,
+            dropped_citations=dropped,
+            usage=_as_dicts(used),
+        )
 
 
 class GroqReasoner(ChatReasoner):

@@ -22,6 +22,7 @@ from dam_pipeline.embedding import Embedder
 from dam_pipeline.keys import encode_prefix
 from dam_pipeline.retrieval.keyword_index import KeywordIndex, pg_query_text
 from dam_pipeline.retrieval.label_agreement import rerank
+from dam_pipeline.text import format_time
 from dam_pipeline.vector_stores import IncompatibleIndexError, VectorStore
 from dam_pipeline.vector_stores.base import Metadata, StoreFilter, reindex_hint
 
@@ -85,12 +86,25 @@ class Hit:
     normalized_hash: str = ""
     text: str = ""
     """Text read off the image (OCR, or the vision model's transcription)."""
+    video_key: str = ""
+    """For a shot of a video: the video (``key`` is the shot's), and the shot's times."""
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    rerank_score: float | None = None
+    """The re-ranker's relevance, 0-10 (``score`` stays the first stage's similarity)."""
     thumbnail: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
     """Makes a data URI of a normalized image by its hash (``Library`` sets it), so that a
     notebook shows the image; not part of the data."""
 
+    @property
+    def label(self) -> str:
+        """How a person names it: the key, or ``keynote.mov @ 01:13–01:21`` for a shot."""
+        return moment_label(self.key, self.video_key, self.start_seconds, self.end_seconds)
+
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "thumbnail"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "thumbnail"}
+        data["label"] = self.label
+        return data
 
     def _repr_html_(self) -> str:
         from dam_pipeline.display import hits_html
@@ -99,12 +113,42 @@ class Hit:
 
 
 class Hits(list):
-    """A list of hits that a notebook shows as a grid of thumbnails."""
+    """A list of hits that a notebook shows as a grid of thumbnails; with what re-ranking
+    them cost (``usage``), and why they kept the first stage's order (``rerank_error``)."""
+
+    usage: dict
+    rerank_error: str = ""
 
     def _repr_html_(self) -> str:
         from dam_pipeline.display import hits_html
 
         return hits_html(self)
+
+
+def moment_label(key: str, video_key: str, start: float | None, end: float | None) -> str:
+    if not video_key or start is None or end is None:
+        return key
+    return f"{video_key} @ {format_time(start)}–{format_time(end)}"
+
+
+def video_fields(metadata: Metadata) -> dict:
+    """The video, start and end of a shot's metadata (nothing for an image)."""
+    if not metadata.get("video_key"):
+        return {}
+    return {
+        "video_key": str(metadata["video_key"]),
+        "start_seconds": float(metadata.get("start_seconds", 0.0)),
+        "end_seconds": float(metadata.get("end_seconds", 0.0)),
+    }
+
+
+def _url(key: str, video: dict, url_for: Callable[[str], str] | None) -> str:
+    """Where to open it; a video's web address plays from the shot (a media fragment)."""
+    target = video.get("video_key", key)
+    url = url_for(target) if url_for else target
+    if video and url.startswith(("http://", "https://")):
+        url += f"#t={video['start_seconds']:g},{video['end_seconds']:g}"
+    return url
 
 
 def hit_from(
@@ -116,19 +160,21 @@ def hit_from(
     matched: str = "dense",
 ) -> Hit:
     key = str(metadata.get("key", ""))
+    video = video_fields(metadata)
     return Hit(
         rank=rank,
         key=key,
         score=round(float(score), 4),
         caption=str(metadata.get("caption", "")),
         partition=str(metadata.get("partition", "")),
-        url=url_for(key) if url_for else key,
+        url=_url(key, video, url_for),
         tags=str(metadata.get("tags", "")).split(),
         vector_id=vector_id,
         matched=matched,
         date=str(metadata.get("date", "")),
         normalized_hash=str(metadata.get("normalized_hash", "")),
         text=str(metadata.get("ocr_text", "")),
+        **video,
     )
 
 
@@ -214,18 +260,21 @@ def search(
     lexical: dict[str, float] = {}
     found_by_words_only: dict[str, tuple[float, Metadata]] = {}
     if mode == "hybrid" and keywords is not None and _fuses_in_one_query(store, keywords):
-        # vectors and words in one database (pgvector): both rankings fused in SQL
-        order = []
+        # vectors and words in one database (pgvector): both candidate lists in one query,
+        # then ordered exactly as for every other store (label agreement, then fusion)
         for hit, by_meaning, by_words in store.hybrid_query(
             query_vector, pg_query_text(question), pool, where, keyword_weight, RRF_K
         ):
-            order.append(hit.id)
             if by_meaning:
                 dense[hit.id] = (hit.score, hit.metadata)
             else:
                 found_by_words_only[hit.id] = (hit.score, hit.metadata)
             if by_words is not None:
                 lexical[hit.id] = by_words
+        by_words_order = sorted(lexical, key=lambda vid: -lexical[vid])
+        order = reciprocal_rank_fusion(
+            [rerank(dense, query_vector, embedder), by_words_order], [1.0, keyword_weight]
+        )
     else:
         if query_vector is not None:
             for hit in store.query(query_vector, top_k=pool, where=where):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dam_pipeline.keys import video_of
 from dam_pipeline.retrieval.search import Filters, Hit, hit_from
 from dam_pipeline.vector_stores import VectorStore
 from dam_pipeline.vector_stores.base import Metadata
@@ -108,36 +109,76 @@ def near_duplicate_groups(
     metadata: Iterable[Metadata], max_distance: int = 6
 ) -> list[DuplicateGroup]:
     """Groups of images whose perceptual hashes differ by at most ``max_distance`` bits
-    (similarity = 1 - distance/64; 6 bits is about 0.9), largest groups first."""
-    items = [(str(m["key"]), str(m["dhash"])) for m in metadata if m.get("dhash")]
-    bands = max_distance + 1
-    edges = [round(b * HASH_BITS / bands) for b in range(bands + 1)]
-    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, (_, digest) in enumerate(items):
-        value = int(digest, 16)
-        for band in range(bands):
-            width = edges[band + 1] - edges[band]
-            buckets[(band, (value >> edges[band]) & ((1 << width) - 1))].append(index)
-    parent = list(range(len(items)))
+    (similarity = 1 - distance/64; 6 bits is about 0.9), largest groups first.
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    Videos are grouped as videos: two are near duplicates (the same clip re-encoded) when
+    at least half the shots of the shorter one match a shot of the other. Blank shots are
+    never indexed, so black openings do not make two videos alike; a shot that looks like
+    a photo does not make the video a duplicate of it ("similar" finds that)."""
+    items = [
+        (str(m["key"]), str(m.get("video_key", "")), str(m["dhash"]))
+        for m in metadata
+        if m.get("dhash")
+    ]
+    shots_of: dict[str, int] = defaultdict(int)
+    for _, video, _ in items:
+        if video:
+            shots_of[video] += 1
+    parent: dict[str, str] = {}
 
-    for members in buckets.values():
-        for position, i in enumerate(members):
-            for j in members[position + 1 :]:
-                if hamming(items[i][1], items[j][1]) <= max_distance:
-                    parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for index in range(len(items)):
-        groups[root(index)].append(index)
+    def root(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    worst: dict[tuple[str, str], int] = {}
+    matched: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for i, j in _close_pairs([digest for _, _, digest in items], max_distance):
+        (key_i, video_i, hash_i), (key_j, video_j, hash_j) = items[i], items[j]
+        if bool(video_i) != bool(video_j) or (video_i and video_i == video_j):
+            continue  # a photo and a shot, or two shots of one video
+        a, b = sorted((video_i or key_i, video_j or key_j))
+        worst[(a, b)] = max(worst.get((a, b), 0), hamming(hash_i, hash_j))
+        if video_i:  # which shots of each video found a match
+            matched[(a, b)].update((key_i, key_j))
+    for a, b in worst:
+        if a in shots_of:
+            shorter = min(shots_of[a], shots_of[b])
+            videos = [video_of(k) for k in matched[(a, b)]]
+            if min(videos.count(a), videos.count(b)) * 2 < shorter:
+                continue
+        parent[root(a)] = root(b)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for node in list(parent):
+        groups[root(node)].append(node)
     result = []
     for members in groups.values():
         if len(members) < 2:
             continue
-        worst = max(hamming(items[i][1], items[j][1]) for i in members for j in members if i < j)
-        result.append(DuplicateGroup(sorted(items[i][0] for i in members), worst))
+        inside = set(members)
+        distance = max(d for (a, b), d in worst.items() if a in inside and b in inside)
+        result.append(DuplicateGroup(sorted(members), distance))
     return sorted(result, key=lambda g: (-len(g.keys), g.keys))
+
+
+def _close_pairs(digests: list[str], max_distance: int) -> Iterable[tuple[int, int]]:
+    """Index pairs whose hashes differ by at most ``max_distance`` bits, each once: two such
+    hashes agree exactly on at least one of ``max_distance + 1`` bit bands."""
+    bands = max_distance + 1
+    edges = [round(b * HASH_BITS / bands) for b in range(bands + 1)]
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, digest in enumerate(digests):
+        value = int(digest, 16)
+        for band in range(bands):
+            width = edges[band + 1] - edges[band]
+            buckets[(band, (value >> edges[band]) & ((1 << width) - 1))].append(index)
+    seen: set[tuple[int, int]] = set()
+    for members in buckets.values():
+        for position, i in enumerate(members):
+            for j in members[position + 1 :]:
+                pair = (min(i, j), max(i, j))
+                if pair not in seen and hamming(digests[i], digests[j]) <= max_distance:
+                    seen.add(pair)
+                    yield pair

@@ -11,6 +11,8 @@ from dam_pipeline.sources.base import (
     SourceObject,
     SourceUnavailableError,
     is_image_key,
+    is_media_key,
+    is_video_key,
 )
 from dam_pipeline.sources.local import LocalFolderSource
 from dam_pipeline.sources.s3 import S3Source
@@ -24,6 +26,8 @@ __all__ = [
     "SourceObject",
     "SourceUnavailableError",
     "is_image_key",
+    "is_media_key",
+    "is_video_key",
     "open_source",
     "parse_s3_uri",
     "s3_client_from_env",

@@ -1,11 +1,11 @@
-"""The Source interface: a bucket (or a folder that behaves like one) of image objects."""
+"""The Source interface: a bucket (or a folder that behaves like one) of images and videos."""
 
 from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 IMAGE_EXTENSIONS = frozenset(
     {
@@ -29,9 +29,24 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi"})
+"""Videos are split into shots, whose keyframes are indexed like photos (GIF and APNG
+animations stay images)."""
+
+
 def is_image_key(key: str) -> bool:
     """Image-like by name; content is checked when decoding (and quarantined if it lies)."""
     return posixpath.splitext(key.lower())[1] in IMAGE_EXTENSIONS
+
+
+def is_video_key(key: str) -> bool:
+    """Video by name; the container is checked when decoding."""
+    return posixpath.splitext(key.lower())[1] in VIDEO_EXTENSIONS
+
+
+def is_media_key(key: str) -> bool:
+    """What the pipeline indexes: images and videos."""
+    return is_image_key(key) or is_video_key(key)
 
 
 def partition_level(prefix: str) -> int:
@@ -103,6 +118,11 @@ class Source(Protocol):
     def read_bytes(self, key: str, limit: int | None = None) -> bytes:
         """The object's bytes (the first ``limit`` only, if given, e.g. to read a header);
         raises ``ObjectGoneError`` if it was deleted meanwhile."""
+        ...
+
+    def open_object(self, key: str) -> BinaryIO:
+        """A stream of the object's bytes, read as far as needed (a video is copied or
+        decoded from it without holding it whole); raises ``ObjectGoneError`` likewise."""
         ...
 
     def url_for(self, key: str) -> str:

@@ -150,6 +150,13 @@ class LocalFolderSource:
         with self._open(key) as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
 
+    def open_object(self, key: str) -> BinaryIO:
+        return self._open(key)
+
+    def local_path(self, key: str) -> Path:
+        """The file of ``key`` inside the library (refused if it would escape it)."""
+        return self._resolve(key)
+
     def _open(self, key: str) -> BinaryIO:
         path = self._resolve(key)
         try:

@@ -7,7 +7,7 @@ URL, region and credentials differ. Listing always pages through ``list_objects_
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -155,6 +155,14 @@ class S3Source:
         except self.client.exceptions.NoSuchKey as exc:
             raise ObjectGoneError(f"{key} is no longer in {self.source_id}") from exc
         return response["Body"].read()
+
+    def open_object(self, key: str) -> BinaryIO:
+        """The object's body as a stream (one GET, read as it arrives)."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ObjectGoneError(f"{key} is no longer in {self.source_id}") from exc
+        return response["Body"]
 
     def _full_key(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key

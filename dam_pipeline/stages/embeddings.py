@@ -8,6 +8,7 @@ hash of its input, so identical images or captions under several keys are embedd
 from __future__ import annotations
 
 from dam_pipeline.cache import ContentCache
+from dam_pipeline.costs import PriceTable, meter_of, spend_summary
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.keys import text_hash
@@ -31,9 +32,18 @@ def _input_hash(record: CaptionRecord, embeds_images: bool) -> str:
 
 
 def embed_partition(
-    captions: Manifest, embedder: Embedder, cache: ContentCache, store: ObjectStore | None = None
+    captions: Manifest,
+    embedder: Embedder,
+    cache: ContentCache,
+    store: ObjectStore | None = None,
+    prices: PriceTable | None = None,
+    known_cost_each: float | None = None,
 ) -> Manifest:
+    """Vectors for the partition's captions (or images), computed only where the cache has
+    none; a paid embedder's usage and cost are in the summary."""
     summary: dict = {}
+    meter = meter_of(embedder)
+    usage_before = meter.snapshot() if meter else {}
     embeds_images = getattr(embedder, "modality", "text") == "image"
     if embeds_images and store is None:
         raise ValueError("an image embedder needs the object store of normalized images")
@@ -80,5 +90,13 @@ def embed_partition(
         embedder=embedder.fingerprint,
         dimension=dimension,
     )
+    if meter is not None:
+        usage = meter.since(usage_before)
+        prices = prices or PriceTable.from_json()
+        model_id = getattr(embedder, "model_id", "")
+        reused = summary["reused"]
+        summary.update(
+            spend_summary(usage, prices, len(missing), reused, model_id, known_cost_each)
+        )
     log.info("embeddings: %d computed, %d reused", len(missing), summary["reused"])
     return Manifest(records=records, summary=summary)

@@ -1,4 +1,5 @@
-"""normalized_images: every raw object decoded to an upright RGB JPEG, or quarantined."""
+"""normalized_images: every raw object decoded to an upright RGB JPEG, or quarantined; a
+video becomes one such image per shot (``videos.py``)."""
 
 from __future__ import annotations
 
@@ -15,40 +16,34 @@ from dam_pipeline.imaging import (
     release_freed_memory,
 )
 from dam_pipeline.manifests import Manifest, NormalizedImage, RawImage, status_counts
-from dam_pipeline.sources import ObjectGoneError, Source
+from dam_pipeline.sources import ObjectGoneError, Source, is_video_key
 from dam_pipeline.stages.progress import log, progress, timed
+from dam_pipeline.stages.videos import normalize_video, quarantined, reusable_video
+from dam_pipeline.video import VideoLimits, VideoShots
 
 DEFAULT_DECODE_MEMORY = 768 * 2**20
 
 
-def _quarantine(raw: RawImage, reason: str, content_hash: str | None = None) -> NormalizedImage:
-    return NormalizedImage(
-        key=raw.key,
-        version=raw.version,
-        status="quarantined",
-        content_hash=content_hash or raw.content_hash,
-        reason=reason,
-        last_modified=raw.last_modified,
-    )
-
-
-def _normalize_one(
+def _normalize_object(
     source: Source,
     store: ObjectStore,
     raw: RawImage,
     max_side: int,
     max_pixels: int | None,
     budget: DecodeBudget,
-) -> NormalizedImage:
-    """One object, whatever it holds: a bad object is quarantined with its reason and
-    never fails the partition."""
+    video: VideoLimits,
+) -> tuple[list[NormalizedImage], VideoShots | None]:
+    """One object, whatever it holds: an image gives one record, a video one per shot; a
+    bad object is one quarantined record with its reason and never fails the partition."""
     if raw.problem:
-        return _quarantine(raw, raw.problem)
+        return [quarantined(raw, raw.problem)], None
     try:
-        return _decode_and_store(source, store, raw, max_side, max_pixels, budget)
+        if is_video_key(raw.key):
+            return normalize_video(source, store, raw, max_side, video, budget)
+        return [_decode_and_store(source, store, raw, max_side, max_pixels, budget)], None
     except Exception as exc:  # anything a decoder or the source raises stays with this object
         log.exception("unexpected error on %s", raw.key)
-        return _quarantine(raw, f"could not be processed ({type(exc).__name__}: {exc})")
+        return [quarantined(raw, f"could not be processed ({type(exc).__name__}: {exc})")], None
 
 
 def _decode_and_store(
@@ -72,14 +67,14 @@ def _decode_and_store(
             try:
                 decoded = normalize_image(data, max_side=max_side, max_pixels=max_pixels)
             except NormalizeError as exc:
-                return _quarantine(raw, str(exc), content_hash)
+                return quarantined(raw, str(exc), content_hash)
             finally:
                 del data
             release_freed_memory()
     except ObjectGoneError:
-        return _quarantine(raw, "deleted from the source after it was listed")
+        return quarantined(raw, "deleted from the source after it was listed")
     except (OSError, ValueError) as exc:
-        return _quarantine(raw, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
+        return quarantined(raw, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
     digest = store.put(decoded.jpeg)
     return NormalizedImage(
         key=raw.key,
@@ -118,39 +113,70 @@ def normalize_partition(
     max_pixels: int | None = None,
     workers: int = 4,
     decode_memory_bytes: int = DEFAULT_DECODE_MEMORY,
+    video: VideoLimits | None = None,
 ) -> Manifest:
-    """Decode in a small thread pool (Pillow releases the GIL), one image per worker at a
-    time, the workers together within ``decode_memory_bytes`` (see ``DecodeBudget``), so
-    memory stays flat however large the partition and its images."""
+    """Decode in a small thread pool (Pillow and FFmpeg release the GIL), one object per
+    worker at a time, the workers together within ``decode_memory_bytes`` (see
+    ``DecodeBudget``), so memory stays flat however large the partition and its objects."""
     budget = DecodeBudget(decode_memory_bytes)
+    video = video or VideoLimits()
     summary: dict = {}
-    known = previous.by_key() if previous else {}
-    results: dict[str, NormalizedImage] = {}
+    known: dict[str, list[NormalizedImage]] = {}
+    for old in previous or ():
+        known.setdefault(old.video_key or old.key, []).append(old)
+    results: dict[str, list[NormalizedImage]] = {}
     todo = []
     for record in raw:
         old = known.get(record.key)
-        if _reusable(old, record, store, max_side):
+        if is_video_key(record.key):
+            reusable = old is not None and reusable_video(old, record, store, max_side)
+        else:
+            reusable = old is not None and _reusable(old[0], record, store, max_side)
+        if reusable:
             results[record.key] = old
         else:
             todo.append(record)
 
+    decoded: dict[str, VideoShots] = {}
     with timed(summary, "seconds_decoding"), ThreadPoolExecutor(workers) as pool:
         bar = progress(len(todo), "normalizing")
         work = pool.map(
-            lambda r: _normalize_one(source, store, r, max_side, max_pixels, budget), todo
+            lambda r: _normalize_object(source, store, r, max_side, max_pixels, budget, video),
+            todo,
         )
-        for record in work:
-            results[record.key] = record
-            if record.status == "quarantined":
-                log.warning("quarantined %s: %s", record.key, record.reason)
+        for raw_record, (records, shots) in zip(todo, work, strict=True):
+            results[raw_record.key] = records
+            if shots is not None:
+                decoded[raw_record.key] = shots
+            for record in records:
+                if record.status == "quarantined":
+                    log.warning("quarantined %s: %s", record.key, record.reason)
             bar.update()
         bar.close()
 
-    records = [results[r.key] for r in raw]
+    records = [record for r in raw for record in results[r.key]]
     summary.update(
         **status_counts(records),
-        reused=len(records) - len(todo),
+        objects=len(raw),
+        reused=len(raw) - len(todo),
         computed=len(todo),
         peak_decode_mb=round(budget.peak / 2**20, 1),
+        **_video_summary(raw, records, decoded),
     )
     return Manifest(records=records, summary=summary)
+
+
+def _video_summary(
+    raw: Manifest, records: list[NormalizedImage], decoded: dict[str, VideoShots]
+) -> dict:
+    """Counts of videos and shots, and what was cut short (a few examples)."""
+    notes = {key: "; ".join(found.notes) for key, found in decoded.items() if found.notes}
+    return {
+        "videos": sum(1 for r in raw if is_video_key(r.key)),
+        "video_shots": sum(1 for r in records if r.video_key),
+        "videos_decoded": len(decoded),
+        "video_seconds_decoded": round(sum(v.duration_seconds for v in decoded.values()), 1),
+        "video_frames_decoded": sum(v.frames_decoded for v in decoded.values()),
+        "video_blank_shots_skipped": sum(v.blank_shots for v in decoded.values()),
+        "video_notes": dict(list(notes.items())[:20]),
+    }

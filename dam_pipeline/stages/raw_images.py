@@ -1,4 +1,4 @@
-"""raw_images: what image-like objects a partition holds, with size, date and content hash.
+"""raw_images: what images and videos a partition holds, with size, date and content hash.
 
 Everything the listing meets is accounted for: image-like objects become records (those
 that cannot be read carry the reason, and are quarantined downstream without being
@@ -13,7 +13,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from dam_pipeline.manifests import Manifest, RawImage
-from dam_pipeline.sources import ObjectGoneError, Source, SourceObject, is_image_key
+from dam_pipeline.sources import ObjectGoneError, Source, SourceObject, is_media_key, is_video_key
 from dam_pipeline.stages.progress import log, progress, timed
 
 
@@ -38,7 +38,7 @@ def list_raw_images(
     with timed(summary, "seconds_listing"):
         listed = list(source.iter_objects(prefix))
     skipped = [obj for obj in listed if obj.ignored]
-    images = [obj for obj in listed if not obj.ignored and is_image_key(obj.key)]
+    images = [obj for obj in listed if not obj.ignored and is_media_key(obj.key)]
     for reason, count in Counter(obj.ignored for obj in skipped).items():
         log.info("raw_images %r: ignored %d (%s)", prefix, count, reason)
 
@@ -76,6 +76,7 @@ def list_raw_images(
     summary.update(
         listed=len(listed),
         seen=len(records),
+        videos=sum(1 for r in records if is_video_key(r.key)),
         unreadable=sum(1 for r in records if r.problem),
         ignored_not_image=len(listed) - len(images) - len(skipped),
         ignored_by_rule=len(skipped),

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.keys import decode_prefix, vector_id
-from dam_pipeline.manifests import EmbeddingRecord, IndexedRecord, Manifest
+from dam_pipeline.manifests import RETRIED, EmbeddingRecord, IndexedRecord, Manifest
 from dam_pipeline.retrieval.keyword_index import KeywordDocument, KeywordIndex
 from dam_pipeline.retrieval.label_agreement import labels_metadata
 from dam_pipeline.stages.progress import batched, log, progress, timed
@@ -44,6 +44,13 @@ def vector_metadata(record: EmbeddingRecord, partition_key: str) -> dict:
         "dhash": caption.dhash,
         "ocr_text": caption.ocr_text[:CAPTION_METADATA_LIMIT],
     }
+    if caption.video_key:  # a shot: where in which video
+        meta.update(
+            video_key=caption.video_key,
+            start_seconds=caption.start_seconds,
+            end_seconds=caption.end_seconds,
+            video_shots=caption.video_shots,
+        )
     if caption.labels:  # what the classifier saw, for scoring questions against it
         meta["labels"] = labels_metadata(caption.labels)
     if caption.exif.get("date_taken"):
@@ -151,7 +158,7 @@ def index_partition(
         store.ensure_compatible(ok[0].embedder, ok[0].dimension)
     records = {vector_id(source_id, r.key): r for r in ok}
     desired = {vid: vector_metadata(r, partition_key) for vid, r in records.items()}
-    failed = {vector_id(source_id, r.key) for r in embeddings if r.status == "failed"}
+    failed = {vector_id(source_id, r.key) for r in embeddings if r.status in RETRIED}
 
     with timed(summary, "seconds_listing_index"):
         existing = store.list_partition(partition_key)
@@ -187,7 +194,8 @@ def index_partition(
         seen=len(indexed),
         indexed=len(ok),
         quarantined=sum(r.status == "quarantined" for r in indexed),
-        failed=len(failed),
+        failed=sum(r.status == "failed" for r in indexed),
+        deferred=sum(r.status == "deferred" for r in indexed),
         upserted=len(plan.upsert),
         unchanged=len(ok) - len(plan.upsert),
         deleted=len(plan.delete),

@@ -10,6 +10,8 @@ without JavaScript); the JSON API under ``/api`` is what scripts use, documented
 
 import logging
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +19,13 @@ from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -25,11 +33,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dam_pipeline.display import answer_text_html
+from dam_pipeline.keys import video_of
 from dam_pipeline.library import EmptyIndexError, Library, NotFoundError, QueryError
 from dam_pipeline.reasoning import Answer
 from dam_pipeline.retrieval import Hit
 from dam_pipeline.settings import Settings
-from dam_pipeline.text import printable
+from dam_pipeline.text import format_time, printable
 
 HERE = Path(__file__).resolve().parent
 TOKEN_COOKIE = "dam_token"
@@ -97,6 +106,8 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["cite_links"] = cite_links
     templates.env.filters["printable"] = printable
+    templates.env.filters["cards"] = cards
+    templates.env.filters["clock"] = format_time
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def thumbnail_url(digest: str) -> str:
@@ -111,6 +122,8 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             data["url"] = original_url(hit.key)  # never a path on the server's disk
         data["thumbnail_url"] = thumbnail_url(hit.normalized_hash)
         data["detail_url"] = "/image?" + urlencode({"key": hit.key})
+        if hit.video_key:  # the page's player starts at the shot
+            data["url"] += f"#t={hit.start_seconds:g},{hit.end_seconds:g}"
         return data
 
     def answer_json(answer: Answer) -> dict[str, Any]:
@@ -236,7 +249,11 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     def api_search(asked: Question) -> dict[str, Any]:
         """Images that match the question, best first."""
         q, options = asked
-        return {"hits": [hit_json(hit) for hit in library.search(q, **options)]}
+        hits = library.search(q, **options)
+        found: dict[str, Any] = {"hits": [hit_json(hit) for hit in hits]}
+        if getattr(hits, "rerank_error", ""):
+            found["rerank_error"] = hits.rerank_error
+        return found
 
     @app.get("/api/ask", tags=["api"])
     def api_ask(asked: Question) -> dict[str, Any]:
@@ -301,12 +318,14 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         found = library.original(key)
         if found.url:
             return RedirectResponse(found.url, status_code=307)
-        name = quote(key.rsplit("/", 1)[-1])
-        disposition = "inline" if found.media_type.startswith("image/") else "attachment"
+        name = quote(video_of(key) or key).rsplit("/", 1)[-1]
+        shown = "inline" if found.media_type.startswith(("image/", "video/")) else "attachment"
         headers = {
-            "Content-Disposition": f"{disposition}; filename*=UTF-8''{name}",
+            "Content-Disposition": f"{shown}; filename*=UTF-8''{name}",
             "Content-Security-Policy": "default-src 'none'",
         }
+        if found.path is not None:  # a video: the player asks for byte ranges
+            return FileResponse(found.path, media_type=found.media_type, headers=headers)
         return Response(found.data, media_type=found.media_type, headers=headers)
 
     # The page
@@ -414,6 +433,32 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         return response
 
     return app
+
+
+@dataclass(frozen=True)
+class Card:
+    """One card of the results grid: a hit, and the other matching shots of its video
+    (so that one clip does not fill the grid); numbers are the answer's [S…]."""
+
+    number: int
+    hit: Hit
+    moments: list[tuple[int, Hit]]
+
+
+def cards(hits: Sequence[Hit]) -> list[Card]:
+    """Hits in order, each video's shots under its best one."""
+    grid: list[Card] = []
+    by_video: dict[str, Card] = {}
+    for number, hit in enumerate(hits, start=1):
+        card = by_video.get(hit.video_key) if hit.video_key else None
+        if card is not None:
+            card.moments.append((number, hit))
+            continue
+        card = Card(number, hit, [])
+        grid.append(card)
+        if hit.video_key:
+            by_video[hit.video_key] = card
+    return grid
 
 
 def _local(path: str) -> str:
