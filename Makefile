@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 # DAGSTER_HOME is not set here: `dam init-home` derives it from DAM_DATA_DIR (or honours an
 # exported DAGSTER_HOME), so `make dev` opens the instance `dam` writes to.
 
-.PHONY: setup system-deps demo test dev serve lint bench bench-quick clean
+.PHONY: setup system-deps demo test dev serve lint bench bench-quick image image-test clean
 
 setup: system-deps $(STAMP)
 
@@ -70,5 +70,14 @@ dev: setup
 serve: setup
 	$(BIN)/dam serve
 
+# The container image (Dockerfile): docker where an engine runs, else buildah + podman
+# (`apt-get install buildah podman runc debootstrap`), with a local Debian base when no
+# registry is reachable. Minutes, so not part of `make test`.
+image:
+	./container/build.sh
+
+image-test:
+	./container/test.sh
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) data build wheels .pytest_cache .ruff_cache

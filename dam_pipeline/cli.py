@@ -71,6 +71,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline.keys import decode_prefix
     from dam_pipeline.stages.progress import show_progress
 
+    if getattr(args, "retry_failed", False):
+        settings = settings.replace(retry_failed=True)
     keys = partitions_to_ingest(settings, args.prefix)
     if not keys:
         print(f"dam: no images found in {settings.source}.", file=sys.stderr)
@@ -317,7 +319,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or settings.serve_host
     port = args.port or settings.serve_port
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_token.get_secret_value():
+    open_to_others = host not in ("127.0.0.1", "localhost", "::1")
+    if open_to_others and not settings.api_token.get_secret_value():
+        if not settings.serve_without_token:
+            print(
+                f"dam serve: refusing to serve on {host} with no DAM_API_TOKEN (anyone who "
+                "reaches it could search the library); set DAM_API_TOKEN, or "
+                "DAM_SERVE_WITHOUT_TOKEN=true to open it on purpose",
+                file=sys.stderr,
+            )
+            return 2
         print(f"Serving on {host} with no DAM_API_TOKEN: anyone who reaches it can search.")
     app = create_app(settings)
     print(f"Search page: http://{host}:{port}/   JSON API: http://{host}:{port}/docs")
@@ -380,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", cmd_demo, "build the demo library, ingest it, ask one question")
     ingest = command("ingest", cmd_ingest, "register prefixes and materialize every asset")
     ingest.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
+    ingest.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="send again images whose answers were unusable three runs in a row",
+    )
     search = command("search", cmd_search, "find images that match a description")
     search.add_argument("question", help="what the image shows, in plain words")
     _add_query_options(search)

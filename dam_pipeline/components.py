@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from dam_pipeline.captioning import Captioner
     from dam_pipeline.costs import PriceTable, RunBudget
     from dam_pipeline.embedding import Embedder
+    from dam_pipeline.rate_limit import RateLimiter
     from dam_pipeline.reasoning import Reasoner
     from dam_pipeline.sources import Source
     from dam_pipeline.state import PipelineState
@@ -50,16 +51,7 @@ def build_captioner(settings: Settings, api_key: str | None = None) -> Captioner
     from dam_pipeline.captioning import build_captioner
 
     key = api_key if api_key is not None else settings.api_key(settings.captioner)
-    limiter = None
-    if settings.captioner != "local" and settings.captioner_requests_per_minute > 0:
-        # One schedule per provider endpoint, model and key, shared by every run.
-        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:12]
-        name = " ".join(
-            ("captioner", settings.captioner, settings.captioner_base_url, settings.captioner_model)
-        )
-        limiter = open_state(settings).rate_limiter(
-            f"{name} key:{fingerprint}", settings.captioner_requests_per_minute
-        )
+    limiter = _provider_limiter(settings, key)
     return build_captioner(
         settings.captioner,
         model=settings.captioner_model,
@@ -69,6 +61,22 @@ def build_captioner(settings: Settings, api_key: str | None = None) -> Captioner
         ocr=settings.ocr,
         people=settings.detect_people,
         limiter=limiter,
+        timeout=settings.llm_timeout,
+        failures_before_pause=settings.provider_failures_before_pause,
+    )
+
+
+def _provider_limiter(settings: Settings, key: str) -> RateLimiter | None:
+    """The request schedule of the captioner's provider endpoint, model and key, shared by
+    every run and by the re-ranker (which calls the same model with the same key)."""
+    if settings.captioner == "local" or settings.captioner_requests_per_minute <= 0:
+        return None
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:12]
+    name = " ".join(
+        ("captioner", settings.captioner, settings.captioner_base_url, settings.captioner_model)
+    )
+    return open_state(settings).rate_limiter(
+        f"{name} key:{fingerprint}", settings.captioner_requests_per_minute
     )
 
 
@@ -177,4 +185,7 @@ def build_reranker(settings: Settings, cache: Any = None, api_key: str | None = 
     model = settings.reranker_model or settings.captioner_model
     if not model and provider == "groq":
         model = DEFAULT_GROQ_VISION_MODEL
-    return VisionReranker(client, provider, model, cache=cache)
+    limiter = _provider_limiter(settings, key)
+    return VisionReranker(
+        client, provider, model, cache=cache, limiter=limiter, deadline=settings.llm_timeout + 1
+    )

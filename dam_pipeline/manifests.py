@@ -98,6 +98,11 @@ class CaptionRecord:
     start_seconds: float = 0.0
     end_seconds: float = 0.0
     video_shots: int = 0
+    failure: str = ""
+    """Why a failed or deferred caption is missing, by kind (``unusable answer``,
+    ``timeout``, ``provider unavailable``, ``budget`` ...)."""
+    unusable_runs: int = 0
+    """Runs in a row whose answers for this image were unusable (the model drifts)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,14 @@
-"""Retries with exponential backoff for calls to remote services (captioners, reasoners,
-embedders): retry what is transient (429, 5xx, connection errors, throttling), honour a
-server's Retry-After, and give up with a clear error after the last attempt."""
+"""The one policy for calls to remote services (captioners, reasoners, re-rankers,
+embedders), by kind of failure:
+
+- transient (429, 5xx, connection errors, throttling): retried with backoff, honouring a
+  server's Retry-After, within the item's total ``deadline``;
+- a request that timed out: retried at most once (the provider may have billed it);
+- configuration (401, 403, a model that does not exist): never retried; the caller stops
+  sending (``ProviderConfigurationError`` names the setting to fix);
+- an unusable answer is the caller's to judge (never transient here);
+- a provider that keeps failing: ``CircuitBreaker`` stops the sending for a while.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +49,61 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+def is_timeout(exc: BaseException) -> bool:
+    return "Timeout" in type(exc).__name__ or isinstance(exc, TimeoutError)
+
+
+def is_configuration_error(exc: BaseException) -> bool:
+    """Wrong key, no access, or no such model: retrying cannot help."""
+    status = status_of(exc)
+    if status in (401, 403):
+        return True
+    return status == 404 and "model" in str(exc).lower()
+
+
+class ProviderConfigurationError(RuntimeError):
+    """The provider refused our configuration (key, access, model): one line naming the
+    setting to fix; nothing more is sent until it changes."""
+
+
+class CircuitBreaker:
+    """Stops sending to a provider that failed ``threshold`` times in a row, for
+    ``cooldown`` seconds (then one request may try again): a provider that is down costs a
+    few requests, not every image's retries."""
+
+    def __init__(self, threshold: int = 5, cooldown: float = 60.0) -> None:
+        import threading
+
+        self.threshold = max(1, threshold)
+        self.cooldown = cooldown
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.reason = ""
+        self._lock = threading.Lock()
+
+    def allows(self) -> bool:
+        with self._lock:
+            if self.opened_at is None:
+                return True
+            if time.monotonic() - self.opened_at >= self.cooldown:
+                self.opened_at, self.failures = None, self.threshold - 1  # half open
+                return True
+            return False
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failures, self.opened_at = 0, None
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.failures >= self.threshold and self.opened_at is None:
+                self.opened_at, self.reason = time.monotonic(), reason
+                log.error(
+                    "provider unavailable after %d failures in a row: %s", self.failures, reason
+                )
+
+
 def retry_after_seconds(exc: BaseException) -> float | None:
     """How long the server asked to wait: ``retry-after-ms`` (OpenAI) or ``retry-after`` in
     seconds (Groq, most others); None if it did not say (an HTTP date is not honoured)."""
@@ -68,17 +131,22 @@ def call_with_retries(
     transient: Callable[[BaseException], bool] = is_transient,
     sleep: Callable[[float], None] = time.sleep,
     limiter: RateLimiter | None = None,
+    deadline: float | None = None,
 ) -> T:
     """Run ``call``; on a transient error wait (Retry-After, else exponential with jitter)
-    and try again, up to ``attempts`` times in all. With a ``limiter``, every attempt first
-    waits for its turn, and a 429 holds off everyone who shares the limit."""
+    and try again, up to ``attempts`` times in all and, with a ``deadline`` (seconds), not
+    past it in total. A timed-out request is tried again once at most. With a ``limiter``,
+    every attempt first waits for its turn, and a 429 holds off everyone who shares it."""
+    ends = time.monotonic() + deadline if deadline is not None else None
+    timeouts = 0
     for attempt in range(1, attempts + 1):
         if limiter is not None:
             limiter.acquire()
         try:
             return call()
         except Exception as exc:
-            if attempt == attempts or not transient(exc):
+            timeouts += is_timeout(exc)
+            if attempt == attempts or not transient(exc) or timeouts > 1:
                 raise
             delay = retry_after_seconds(exc)
             if delay is None:
@@ -86,6 +154,8 @@ def call_with_retries(
                     0.5 + random.random() / 2
                 )
             delay = min(delay, max_delay)
+            if ends is not None and time.monotonic() + delay >= ends:
+                raise  # no time left for another attempt
             log.warning(
                 "%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay
             )

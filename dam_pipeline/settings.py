@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     detect_people: bool = True
     """The local captioner says who is there (person and face detectors)."""
     max_quarantine_share: Share = 0.1
+    retry_failed: bool = False
+    """Send again images whose captions were unusable three runs in a row (they wait for a
+    new model or prompt otherwise); `dam ingest --retry-failed` sets it for one ingest."""
+    provider_failures_before_pause: Positive = 5
+    """Failures in a row after which a run stops sending to a provider (the rest of its
+    images are deferred)."""
 
     # Embedding
     embedder: EmbedderName = "sentence-transformers"
@@ -213,6 +219,8 @@ class Settings(BaseSettings):
     upload_max_mb: float = Field(default=20.0, gt=0)
     api_token: SecretStr = SecretStr("")
     """With a token, every route of the web app but /health asks for it."""
+    serve_without_token: bool = False
+    """Serve on an address other than loopback with no token, on purpose (refused else)."""
 
     # Secrets (SecretStr: never shown). boto3 reads the AWS ones itself; they are here so
     # that the Dagster layer knows whether to pass them on.

@@ -76,7 +76,7 @@ def test_rate_limits_and_server_errors_are_retried(server) -> None:
     assert len(server.requests) == 4
 
 
-def test_malformed_json_is_retried_then_reported_per_image(server) -> None:
+def test_malformed_json_is_repaired_once_then_reported_per_image(server) -> None:
     server.script((200, chat_completion("Sure! Here is a cat."), {}))
     (caption,) = groq(server).caption_batch([photo("coffee")])
     assert caption.text.startswith("A tabby cat") and len(server.requests) == 2
@@ -85,7 +85,8 @@ def test_malformed_json_is_retried_then_reported_per_image(server) -> None:
     server.script(*[(200, chat_completion("{not json"), {})] * 3)
     (failed,) = groq(server, attempts=3).caption_batch([photo("coffee")])
     assert isinstance(failed, CaptionerError) and "not JSON" in str(failed)
-    assert len(server.requests) == 3
+    assert failed.kind == "unusable answer"
+    assert len(server.requests) == 2  # the request and one repair: a bad answer is paid twice
 
 
 def test_a_batch_with_failures_keeps_every_image_accounted_for(server) -> None:

@@ -7,6 +7,7 @@ from functools import cache
 from dam_pipeline.captioning.base import Caption, Captioner, CaptionerError, ImageInput
 from dam_pipeline.captioning.local import LocalCaptioner
 from dam_pipeline.rate_limit import RateLimiter
+from dam_pipeline.retry import CircuitBreaker
 
 __all__ = [
     "Caption",
@@ -29,6 +30,8 @@ def build_captioner(
     ocr: str = "auto",
     limiter: RateLimiter | None = None,
     people: bool = True,
+    timeout: float = 30.0,
+    failures_before_pause: int = 5,
 ) -> Captioner:
     """The captioner named by ``provider`` (``DAM_CAPTIONER``): ``local`` (offline
     classifier), ``groq`` (Llama-4-Scout) or ``openai`` (any OpenAI-compatible endpoint).
@@ -45,11 +48,19 @@ def build_captioner(
             base_url or None,
             concurrency=concurrency,
             limiter=limiter,
+            timeout=timeout,
+            breaker=CircuitBreaker(failures_before_pause),
         )
     if provider == "openai":
         from dam_pipeline.captioning.openai_compatible import OpenAICompatibleCaptioner
 
         return OpenAICompatibleCaptioner(
-            model, base_url or None, api_key, concurrency=concurrency, limiter=limiter
+            model,
+            base_url or None,
+            api_key,
+            concurrency=concurrency,
+            limiter=limiter,
+            timeout=timeout,
+            breaker=CircuitBreaker(failures_before_pause),
         )
     raise ValueError(f"Unknown captioner {provider!r}: set DAM_CAPTIONER to local, groq or openai.")

@@ -64,7 +64,17 @@ def as_inputs(images: Sequence[ImageInput | Image.Image]) -> list[ImageInput]:
 
 class CaptionerError(RuntimeError):
     """The captioner itself failed (service down, rate limit after the last retry, bad
-    output); the images are retried on the next run, never dropped."""
+    output); the images are retried on the next run, never dropped. ``kind`` says which
+    (``unusable answer``, ``timeout``, ``rejected``, ``provider error``, or ``provider
+    unavailable``, whose images are deferred rather than failed)."""
+
+    def __init__(self, message: str, kind: str = "provider error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def deferred(self) -> bool:
+        return self.kind == "provider unavailable"
 
 
 class Captioner(Protocol):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dam_pipeline.captioning.vision_llm import ChatVisionCaptioner
 from dam_pipeline.llm_clients import groq_client
-from dam_pipeline.rate_limit import RateLimiter
 
 DEFAULT_GROQ_VISION_MODEL = "meta-llama/llama-4-scout-17b-16e-instruct"
 
@@ -17,12 +18,11 @@ class GroqCaptioner(ChatVisionCaptioner):
         api_key: str,
         model: str = DEFAULT_GROQ_VISION_MODEL,
         base_url: str | None = None,
-        concurrency: int = 4,
-        attempts: int = 5,
-        timeout: float = 60.0,
-        limiter: RateLimiter | None = None,
+        timeout: float = 30.0,
+        **options: Any,
     ) -> None:
-        super().__init__(model, concurrency=concurrency, attempts=attempts, limiter=limiter)
+        """``options``: concurrency, attempts, limiter, breaker (``ChatVisionCaptioner``)."""
+        super().__init__(model, timeout=timeout, **options)
         self.client = groq_client(
             api_key, base_url, timeout, "captioner (or set DAM_CAPTIONER=local)"
         )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dam_pipeline.captioning.vision_llm import ChatVisionCaptioner
 from dam_pipeline.llm_clients import openai_client
-from dam_pipeline.rate_limit import RateLimiter
 
 
 class OpenAICompatibleCaptioner(ChatVisionCaptioner):
@@ -15,14 +16,13 @@ class OpenAICompatibleCaptioner(ChatVisionCaptioner):
         model: str,
         base_url: str | None = None,
         api_key: str = "",
-        concurrency: int = 4,
-        attempts: int = 5,
-        timeout: float = 60.0,
-        limiter: RateLimiter | None = None,
+        timeout: float = 30.0,
+        **options: Any,
     ) -> None:
+        """``options``: concurrency, attempts, limiter, breaker (``ChatVisionCaptioner``)."""
         if not model:
             raise ValueError(
                 "The OpenAI-compatible captioner needs a model name (DAM_CAPTIONER_MODEL)."
             )
-        super().__init__(model, concurrency=concurrency, attempts=attempts, limiter=limiter)
+        super().__init__(model, timeout=timeout, **options)
         self.client = openai_client(base_url, api_key, timeout)

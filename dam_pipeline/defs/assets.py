@@ -31,6 +31,7 @@ from dam_pipeline.defs.resources import (
 )
 from dam_pipeline.keys import decode_prefix
 from dam_pipeline.manifests import Manifest
+from dam_pipeline.retry import ProviderConfigurationError
 from dam_pipeline.settings import Settings
 
 GROUP = "image_library"
@@ -122,18 +123,26 @@ def captions(
     """A searchable description of every image, with tags, labels and colours."""
     store, built, cache = storage.object_store(), captioner.build(), storage.cache()
     budget = components.run_budget(storage.settings)  # one for the run's partitions
+    if hasattr(built, "new_run"):  # a remote captioner: this run's breaker starts closed
+        built.new_run()
     each = storage.cost_each(built, "captions")
 
     def caption(key: str, normalized: Manifest) -> Manifest:
-        manifest = stages.caption_partition(
-            normalized, store, built, cache, budget=budget, prices=budget.prices,
-            known_cost_each=each,
-        )  # fmt: skip
+        try:
+            manifest = stages.caption_partition(
+                normalized, store, built, cache, budget=budget, prices=budget.prices,
+                known_cost_each=each, previous=storage.previous_manifest("captions", key),
+                retry_failed=storage.settings.retry_failed,
+            )  # fmt: skip
+        except ProviderConfigurationError as exc:  # one line; the images stay as they were
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         storage.record_spend(context.run_id, key, "captions", manifest)
         context.add_asset_metadata({"preview": caption_preview(manifest, store)}, partition_key=key)
         return manifest
 
     done = each_partition(context, normalized_images, caption)
+    if stopped := getattr(built, "stopped", None):  # no partition sends after a refused key
+        raise dg.Failure(description=str(stopped), allow_retries=False)
     yield dg.Output(done)
     yield checks.quarantine_share(done, storage.settings.max_quarantine_share)
 

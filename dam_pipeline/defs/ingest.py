@@ -77,6 +77,11 @@ def partition_outcome(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
     the run finished but some images failed or were deferred (the budget), or a deletion
     was refused."""
     if not result.success:
+        for event in result.get_step_failure_events():
+            failure = event.step_failure_data
+            described = failure.user_failure_data and failure.user_failure_data.description
+            if described:  # a dg.Failure says what to fix in one line
+                return "FAILED", described
         return "FAILED", "see the run in the Dagster UI (make dev) for the error"
     meta = {}
     for materialization in result.asset_materializations_for_node("vector_index"):
@@ -93,6 +98,11 @@ def partition_outcome(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
     )
     if spent:
         counts += f", spent ${spent:.4f}"
+    for m in result.asset_materializations_for_node("captions"):
+        for name in ("failed_by_reason", "deferred_by_reason"):
+            if name in m.metadata and m.metadata[name].value:
+                reasons = ", ".join(f"{k} {v}" for k, v in m.metadata[name].value.items())
+                counts += f" ({name.split('_')[0]}: {reasons})"
     partial = meta.get("failed", 0) or meta.get("deferred", 0) or meta.get("deletion_blocked")
     if meta.get("deletion_blocked"):
         counts += f", deletion_blocked ({meta.get('would_delete', 0)} would vanish)"

@@ -96,9 +96,17 @@ class ChatReasoner:
     client: Any
 
     def __init__(
-        self, model: str, attempts: int = 4, base_delay: float = 1.0, vision: bool = False
+        self,
+        model: str,
+        attempts: int = 4,
+        base_delay: float = 1.0,
+        vision: bool = False,
+        deadline: float | None = None,
     ) -> None:
         self.model = model
+        self.deadline = deadline
+        """A question waits about one request deadline (DAM_LLM_TIMEOUT) plus a second in
+        all, then answers with what it has and says why."""
         self.attempts = attempts
         self.base_delay = base_delay
         self.vision = vision
@@ -141,7 +149,9 @@ class ChatReasoner:
             return response.choices[0].message.content or ""
 
         try:
-            reply = call_with_retries(call, f"{self.name} answer", self.attempts, self.base_delay)
+            reply = call_with_retries(
+                call, f"{self.name} answer", self.attempts, self.base_delay, deadline=self.deadline
+            )
         except Exception as exc:
             reason = redact(str(exc))
             log.error("%s could not answer: %s", self.name, reason)
@@ -187,7 +197,7 @@ class GroqReasoner(ChatReasoner):
         attempts: int = 4,
         vision: bool = False,
     ) -> None:
-        super().__init__(model, attempts=attempts, vision=vision)
+        super().__init__(model, attempts=attempts, vision=vision, deadline=timeout + 1.0)
         self.client = groq_client(
             api_key, base_url, timeout, "reasoner (or set DAM_REASONER=extractive)"
         )
@@ -209,5 +219,5 @@ class OpenAICompatibleReasoner(ChatReasoner):
             raise ValueError(
                 "The OpenAI-compatible reasoner needs a model name (DAM_REASONER_MODEL)."
             )
-        super().__init__(model, attempts=attempts, vision=vision)
+        super().__init__(model, attempts=attempts, vision=vision, deadline=timeout + 1.0)
         self.client = openai_client(base_url, api_key, timeout)

@@ -22,7 +22,7 @@ from dam_pipeline.cache import ContentCache
 from dam_pipeline.costs import UsageMeter, chat_usage
 from dam_pipeline.llm_clients import json_object_reply
 from dam_pipeline.rate_limit import RateLimiter
-from dam_pipeline.retry import call_with_retries, is_transient
+from dam_pipeline.retry import call_with_retries
 from dam_pipeline.text import redact
 
 log = logging.getLogger("dam_pipeline")
@@ -91,6 +91,7 @@ class VisionReranker:
         cache: ContentCache | None = None,
         limiter: RateLimiter | None = None,
         attempts: int = 2,
+        deadline: float | None = None,
     ) -> None:
         self.client = client
         self.model = model
@@ -99,6 +100,8 @@ class VisionReranker:
         self.cache = cache
         self.limiter = limiter
         self.attempts = attempts
+        self.deadline = deadline
+        """The whole re-rank waits about one request deadline plus a second."""
         self.meter = UsageMeter()
 
     def _key(self, question: str, candidate: Candidate) -> str:
@@ -157,5 +160,5 @@ class VisionReranker:
             attempts=self.attempts,
             base_delay=0.5,
             limiter=self.limiter,
-            transient=lambda exc: isinstance(exc, MalformedScores) or is_transient(exc),
+            deadline=self.deadline,
         )

@@ -11,6 +11,7 @@ again: nothing is dropped.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from dam_pipeline.cache import ContentCache
@@ -26,13 +27,19 @@ from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import CaptionRecord, Manifest, NormalizedImage, status_counts
 from dam_pipeline.stages.progress import batched, log, progress, timed
 
+UNUSABLE_RUNS = 3
+"""An image whose answers were unusable this many runs in a row (the first and two more) is
+not sent again until the model or prompt changes, or `dam ingest --retry-failed`: a model
+that keeps drifting must not cost money on every scheduled run."""
+
 
 def _record(
     image: NormalizedImage,
     caption: dict | None,
     captioner: str,
-    error: str | None,
-    deferred: str | None = None,
+    error: CaptionerError | None,
+    deferred: tuple[str, str] | None = None,
+    unusable_runs: int = 0,
 ) -> CaptionRecord:
     base = dict(
         key=image.key,
@@ -50,10 +57,22 @@ def _record(
     if image.status != "ok":
         return CaptionRecord(status="quarantined", reason=image.reason, **base)
     if deferred is not None:
-        return CaptionRecord(status="deferred", reason=deferred, **base)
+        kind, why = deferred
+        return CaptionRecord(status="deferred", reason=why, failure=kind, **base)
     if caption is None:
+        kind = error.kind if error is not None else "provider error"
+        runs = unusable_runs if kind == "unusable answer" else 0
+        when = (
+            "not sent again until the model or prompt changes, or `dam ingest --retry-failed`"
+            if runs >= UNUSABLE_RUNS
+            else "retried next run"
+        )
         return CaptionRecord(
-            status="failed", reason=f"captioning failed, retried next run: {error}", **base
+            status="failed",
+            reason=f"captioning failed ({kind}), {when}: {error}",
+            failure=kind,
+            unusable_runs=runs,
+            **base,
         )
     width, height = image.original_width, image.original_height
     if image.video_key:
@@ -98,11 +117,15 @@ def caption_partition(
     budget: RunBudget | None = None,
     prices: PriceTable | None = None,
     known_cost_each: float | None = None,
+    previous: Manifest | None = None,
+    retry_failed: bool = False,
 ) -> Manifest:
     """Caption in batches; each finished batch goes to the cache at once, so a run that dies
     half-way resumes where it stopped, and identical images are captioned once. A paid
-    captioner's usage and cost are in the summary; with a ``budget``, images it no longer
-    covers are deferred to the next run."""
+    captioner's usage and cost are in the summary; images its ``budget`` no longer covers,
+    or that a provider gone down could not take, are deferred to the next run. An image
+    whose answers were unusable ``UNUSABLE_RUNS`` runs in a row (``previous``) waits,
+    unless ``retry_failed``."""
     summary: dict = {}
     prices = prices or PriceTable.from_json()
     meter, model_id = meter_of(captioner), getattr(captioner, "model_id", "")
@@ -111,10 +134,19 @@ def caption_partition(
     hashes = list(dict.fromkeys(r.normalized_hash for r in ok_images))
     with timed(summary, "seconds_cache_lookup"):
         known = cache.get_captions(captioner.fingerprint, hashes)
-    missing = [h for h in hashes if h not in known]
+    unusable_before = _unusable_runs(previous, captioner.fingerprint)
+    held = {
+        h: runs
+        for h, runs in unusable_before.items()
+        if runs >= UNUSABLE_RUNS and not retry_failed and h not in known
+    }
+    missing = [h for h in hashes if h not in known and h not in held]
     missing_set = set(missing)
-    errors: dict[str, str] = {}
-    deferred: set[str] = set()
+    errors: dict[str, CaptionerError] = {
+        h: CaptionerError(f"unusable answers {runs} runs in a row", kind="unusable answer")
+        for h, runs in held.items()
+    }
+    deferred: dict[str, tuple[str, str]] = {}
 
     model_seconds = 0.0
     with timed(summary, "seconds_captioning"):
@@ -122,7 +154,7 @@ def caption_partition(
         for batch in batched(missing, captioner.batch_size):
             if budget is not None and meter is not None:
                 allowed = budget.affordable(model_id, len(batch))
-                deferred.update(batch[allowed:])
+                deferred.update((h, ("budget", budget.reason())) for h in batch[allowed:])
                 bar.update(len(batch) - allowed)
                 batch = batch[:allowed]
                 if not batch:
@@ -135,8 +167,10 @@ def caption_partition(
                 budget.spend(prices.total(meter.since(batch_before)), len(batch))
             fresh = {}
             for digest, result in zip(batch, results, strict=True):
-                if isinstance(result, CaptionerError):
-                    errors[digest] = str(result)
+                if isinstance(result, CaptionerError) and result.deferred:
+                    deferred[digest] = (result.kind, f"deferred: {result}; the next run sends it")
+                elif isinstance(result, CaptionerError):
+                    errors[digest] = result
                 else:
                     fresh[digest] = dataclasses.asdict(result)
             cache.put_captions(captioner.fingerprint, fresh)
@@ -144,29 +178,34 @@ def caption_partition(
             bar.update(len(batch))
         bar.close()
 
-    why_deferred = budget.reason() if budget is not None and deferred else None
     records = [
         _record(
             r,
             known.get(r.normalized_hash),
             captioner.fingerprint,
             errors.get(r.normalized_hash),
-            why_deferred if r.normalized_hash in deferred else None,
+            deferred.get(r.normalized_hash),
+            unusable_before.get(r.normalized_hash, 0) + (r.normalized_hash not in held),
         )
         for r in normalized
     ]
+    failed_by = Counter(r.failure for r in records if r.status == "failed")
+    deferred_by = Counter(r.failure for r in records if r.status == "deferred")
     if errors:
-        log.error("captions: %d images failed and will be retried next run", len(errors))
+        log.error("captions: %d images failed: %s", len(errors), dict(failed_by))
     if deferred:
-        log.warning("captions: %d images deferred: %s", len(deferred), why_deferred)
+        log.warning("captions: %d images deferred: %s", len(deferred), dict(deferred_by))
     sent = len(missing) - len(deferred)
     summary.update(
         **status_counts(records),
-        reused=sum(1 for r in ok_images if r.normalized_hash not in missing_set),
-        computed=sent - len(errors),
+        reused=sum(1 for r in ok_images if r.normalized_hash not in missing_set | set(held)),
+        computed=sent - len(set(errors) - set(held)),
         model_calls=-(-sent // captioner.batch_size) if sent else 0,
         seconds_model=round(model_seconds, 3),
         captioner=captioner.fingerprint,
+        failed_by_reason=dict(failed_by),
+        deferred_by_reason=dict(deferred_by),
+        held_unusable=len(held),
     )
     if meter is not None:
         usage = meter.since(usage_before)
@@ -174,3 +213,12 @@ def caption_partition(
         summary.update(spend_summary(usage, prices, sent, reused, model_id, known_cost_each))
     log.info("captions: %d computed, %d reused", summary["computed"], summary["reused"])
     return Manifest(records=records, summary=summary)
+
+
+def _unusable_runs(previous: Manifest | None, fingerprint: str) -> dict[str, int]:
+    """Image hash -> runs in a row its answers were unusable, for this captioner."""
+    return {
+        r.normalized_hash: r.unusable_runs
+        for r in previous or ()
+        if r.status == "failed" and r.failure == "unusable answer" and r.captioner == fingerprint
+    }
