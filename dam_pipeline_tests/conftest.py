@@ -60,11 +60,14 @@ RUN_ORDER = (
     "test_web.py",
     "test_shared_daemon.py",  # ~50 s: the daemon on the Postgres instance
     "test_incremental.py",
+    "test_provider_faults.py",  # ~30 s: a misbehaving chat server, five ingests
     "test_search.py",
     "test_video.py",  # ~40 s: clips written, ingested, played in chromium
     "test_live_library.py",  # ~35 s: dam serve while dam ingest writes
+    "test_reranking.py",  # ~25 s: a small library ingested, a scoring server
     "test_cli.py",
     "test_shared_profile.py",  # ~55 s
+    "test_costs.py",  # ~20 s: three ingests against a server reporting usage
     "test_adversarial.py",
     "test_docs.py",
     "test_bench_smoke.py",  # ~35 s

@@ -93,7 +93,8 @@ _STOPWORDS = frozenset(
 )
 
 
-def _words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
+    """The words of a text that carry meaning (no stopwords; a plural as its singular)."""
     words = set()
     for word in re.findall(r"[a-z0-9]+", text.lower()):
         if word in _STOPWORDS or len(word) < 2:
@@ -121,11 +122,11 @@ class ExtractiveReasoner:
 
         top = relevant[0].score
         matches = [h for h in relevant if h.score >= top - STRONG_MATCH_MARGIN]
-        asked = _words(question)
+        asked = content_words(question)
         lines = []
         for hit in matches:
             number = sources.index(hit) + 1
-            shared = sorted(asked & _words(f"{hit.caption} {' '.join(hit.tags)}"))
+            shared = sorted(asked & content_words(f"{hit.caption} {' '.join(hit.tags)}"))
             why = (
                 f"; it shares {', '.join(repr(w) for w in shared)} with the question"
                 if shared
