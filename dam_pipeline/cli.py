@@ -7,6 +7,7 @@
   dam similar --key K | --image F  more like this
   dam duplicates                   groups of near-duplicate images
   dam cost [--estimate]            what paid providers cost (or would, to finish ingesting)
+  dam status                       per prefix: captioned, failed and deferred, by reason
   dam prefixes                     register the source's prefixes as Dagster partitions
   dam forget-prefix P --yes        remove a prefix whose objects were all deleted
   dam reset-index --yes            empty the vector index (to re-index with another model)
@@ -184,6 +185,27 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
         )
     if answer.cost_usd:
         print(f"\nThis answer cost ${answer.cost_usd:.4f} ({', '.join(answer.usage)}).")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline.library import Library
+
+    report = Library(settings).status()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    for prefix, row in report.items():
+        counts = ", ".join(
+            f"{name} {row[name]}"
+            for name in ("captioned", "quarantined", "failed", "deferred")
+            if name in row
+        )
+        print(f"{printable(prefix) or '(top level)':32} {counts}{' ' + row.get('note', '')}")
+        for status in ("failed", "deferred"):
+            for reason, entry in row.get(f"{status}_by_reason", {}).items():
+                example = printable(str(entry["example"]))[:160]
+                print(f"    {status} ({reason}): {entry['images']}, e.g. {example}")
     return 0
 
 
@@ -413,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-distance", type=int, default=6, help="Hamming bits of 64 (6 ≈ similarity 0.9)"
     )
     dupes.add_argument("--json", action="store_true", help="machine-readable output")
+    status = command("status", cmd_status, "per prefix: captioned, failed and deferred, by reason")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     cost = command("cost", cmd_cost, "what paid providers cost, or would cost to finish")
     cost.add_argument("--estimate", action="store_true", help="what captioning the rest would cost")
     cost.add_argument("--prefix", action="append", help="with --estimate: only this prefix")

@@ -511,6 +511,31 @@ class Library:
             media_type=media_type if media_type in RASTER_TYPES else "application/octet-stream",
         )
 
+    def status(self) -> dict[str, dict]:
+        """Per prefix, what its last captions run left: images captioned, quarantined,
+        failed and deferred, the last two by reason with an example (`dam status`)."""
+        report: dict[str, dict] = {}
+        for prefix in self.source.list_prefixes():
+            manifest = self.state.manifests.read("captions", encode_prefix(prefix))
+            if manifest is None:
+                report[prefix] = {"captioned": 0, "note": "never ingested"}
+                continue
+            row: dict = {"captioned": len(manifest.ok())}
+            for status in ("quarantined", "failed", "deferred"):
+                records = [r for r in manifest if r.status == status]
+                row[status] = len(records)
+                if status == "quarantined" or not records:
+                    continue
+                reasons: dict[str, dict] = {}
+                for record in records:
+                    entry = reasons.setdefault(
+                        record.failure or "unknown", {"images": 0, "example": record.reason}
+                    )
+                    entry["images"] += 1
+                row[f"{status}_by_reason"] = reasons
+            report[prefix] = row
+        return report
+
     def spend(self) -> dict:
         """What paid providers were asked and what it cost: totals, then by provider/model,
         partition, stage and day (`dam cost`)."""

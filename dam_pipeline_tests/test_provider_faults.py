@@ -140,6 +140,22 @@ def test_after_an_outage_the_next_run_finishes_with_nothing_captioned_twice(
     assert second["captions"]["computed"] == len(server.requests) - sent_before  # once each
 
 
+def test_dam_status_lists_what_failed_and_was_deferred_by_reason(
+    server, settings: Settings, instance, dam
+) -> None:
+    write_library(settings.layout.library, PHOTOS)
+    server.handler = lambda method, path, body: (200, reply("no JSON here"), {})
+    server.script((503, ERROR, {}), (503, ERROR, {}))  # and the provider stumbles first
+    paid = _paid(settings, server).replace(provider_failures_before_pause=50)
+    ingest(paid, instance)
+    report = json.loads(dam(settings, "status", "--json").out)["p"]
+    assert report["failed"] == 5 and report["captioned"] == 0
+    unusable = report["failed_by_reason"]["unusable answer"]
+    assert unusable["images"] == 5 and "not JSON" in unusable["example"]
+    shown = dam(settings, "status").out
+    assert "failed (unusable answer): 5" in shown
+
+
 def test_a_wrong_key_fails_the_run_in_one_line_and_touches_no_image(
     server, settings: Settings, dam
 ) -> None:
