@@ -21,7 +21,15 @@ from pathlib import Path
 
 from dam_pipeline import components
 from dam_pipeline.captioning import Captioner
-from dam_pipeline.costs import Usage, combined, meter_of, report, spend_rows
+from dam_pipeline.costs import (
+    Usage,
+    combined,
+    meter_of,
+    report,
+    spend_rows,
+    usages_from_json,
+    usages_to_json,
+)
 from dam_pipeline.costs.prices import FIRST_ESTIMATE
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import NormalizeError, ObjectStore
@@ -313,7 +321,7 @@ class Library:
         )
         hits.usage, hits.rerank_error = result.usage, result.error
         if result.usage:
-            spent = {model: Usage(**counts) for model, counts in result.usage.items()}
+            spent = usages_from_json(result.usage)
             rows = spend_rows(
                 spent, components.price_table(self.settings), "question", "", "rerank"
             )
@@ -348,14 +356,13 @@ class Library:
         """The answer with what it cost: its reasoner's calls (recorded in the ledger
         here) and the re-ranking of its sources (recorded by the search)."""
         prices = components.price_table(self.settings)
-        reasoning = {model: Usage(**counts) for model, counts in answer.usage.items()}
+        reasoning = usages_from_json(answer.usage)
         self.state.spend.record(spend_rows(reasoning, prices, spend_id, "", "ask"))
-        reranked = {model: Usage(**counts) for model, counts in (reranking or {}).items()}
+        reranked = usages_from_json(reranking)
         usage = combined(reasoning, reranked)
         if not usage:
             return answer
-        every = {model: u.to_dict() for model, u in usage.items()}
-        return replace(answer, cost_usd=prices.total(usage), usage=every)
+        return replace(answer, cost_usd=prices.total(usage), usage=usages_to_json(usage))
 
     def similar(
         self,

@@ -11,7 +11,16 @@ from dam_pipeline.costs.ledger import (
     spend_rows,
 )
 from dam_pipeline.costs.prices import DEFAULT_PRICES, Price, PriceError, PriceTable, spend_summary
-from dam_pipeline.costs.usage import Usage, UsageMeter, Usages, chat_usage, combined, meter_of
+from dam_pipeline.costs.usage import (
+    Usage,
+    UsageMeter,
+    Usages,
+    chat_usage,
+    combined,
+    meter_of,
+    usages_from_json,
+    usages_to_json,
+)
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -32,4 +41,6 @@ __all__ = [
     "report",
     "spend_rows",
     "spend_summary",
+    "usages_from_json",
+    "usages_to_json",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 
-from dam_pipeline.costs.usage import Usage, Usages
+from dam_pipeline.costs.usage import Usage, Usages, usages_to_json
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,6 @@ def spend_summary(
         "output_tokens": totals.output_tokens,
         "cost_usd": round(cost, 6),
         "cost_avoided_usd": round(each * reused, 6),
-        "usage": {key: u.to_dict() for key, u in usage.items()},
+        "usage": usages_to_json(usage),
         "unpriced_models": ", ".join(prices.unpriced(usage)),
     }

@@ -95,3 +95,12 @@ def combined(*usages: Usages) -> Usages:
         for key, usage in part.items():
             total[key] = total.get(key, Usage()) + usage
     return total
+
+
+def usages_to_json(usages: Usages) -> dict[str, dict[str, int]]:
+    """provider/model -> counts, as manifests, answers and metadata carry them."""
+    return {model: usage.to_dict() for model, usage in usages.items()}
+
+
+def usages_from_json(data: dict[str, dict[str, int]] | None) -> Usages:
+    return {model: Usage(**counts) for model, counts in (data or {}).items()}

@@ -15,7 +15,7 @@ from pydantic import PrivateAttr
 from dam_pipeline import components
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner
-from dam_pipeline.costs import Usage, spend_rows
+from dam_pipeline.costs import spend_rows, usages_from_json
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.library import Library
@@ -110,7 +110,7 @@ class StorageResource(dg.ConfigurableResource):
         usage = manifest.summary.get("usage") or {}
         if usage:
             rows = spend_rows(
-                {model: Usage(**counts) for model, counts in usage.items()},
+                usages_from_json(usage),
                 components.price_table(self.settings),
                 run_id,
                 partition_key,

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dam_pipeline.costs import UsageMeter, chat_usage
+from dam_pipeline.costs import UsageMeter, chat_usage, usages_to_json
 from dam_pipeline.llm_clients import groq_client, openai_client
 from dam_pipeline.reasoning.base import Answer, neutralize
 from dam_pipeline.retrieval import Hit
@@ -83,10 +83,6 @@ def parse_citations(text: str, source_count: int) -> tuple[str, list[int], list[
     cleaned = CITATION.sub(keep_valid, text)
     cleaned = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
     return cleaned, cited, dropped
-
-
-def _as_dicts(meter: UsageMeter) -> dict[str, dict[str, int]]:
-    return {model: usage.to_dict() for model, usage in meter.snapshot().items()}
 
 
 class ChatReasoner:
@@ -169,7 +165,7 @@ class ChatReasoner:
                 list(range(1, len(sources) + 1)),
                 self.name,
                 error=reason,
-                usage=_as_dicts(used),
+                usage=usages_to_json(used.snapshot()),
             )
         text, cited, dropped = parse_citations(reply, len(sources))
         if dropped:
@@ -181,7 +177,7 @@ class ChatReasoner:
             cited,
             self.name,
             dropped_citations=dropped,
-            usage=_as_dicts(used),
+            usage=usages_to_json(used.snapshot()),
         )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dam_pipeline.cache import ContentCache
-from dam_pipeline.costs import UsageMeter, chat_usage
+from dam_pipeline.costs import UsageMeter, chat_usage, usages_to_json
 from dam_pipeline.llm_clients import json_object_reply
 from dam_pipeline.rate_limit import RateLimiter
 from dam_pipeline.retry import call_with_retries
@@ -130,7 +130,7 @@ class VisionReranker:
             if self.cache is not None:
                 rows = {keys[i]: {"relevance": v} for i, v in zip(todo, fresh, strict=True)}
                 self.cache.put_captions(self.fingerprint, rows)
-        result.usage = {m: u.to_dict() for m, u in used.snapshot().items()}
+        result.usage = usages_to_json(used.snapshot())
         return result
 
     def _score(self, question: str, candidates: list[Candidate], used: UsageMeter) -> list[float]:
