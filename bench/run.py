@@ -45,6 +45,7 @@ MODES = {
         "live_photos": 20,
         "videos": {"hd_seconds": 12, "uhd_seconds": 8},
         "rerank_repeats": 3,
+        "fault_images": 20,
         "shared": None,  # the shared-profile bench starts Postgres: full mode only
     },
     "full": {
@@ -56,6 +57,7 @@ MODES = {
         "partitions": 20,
         "live_photos": 120,
         "videos": {"hd_seconds": 120, "uhd_seconds": 120},
+        "fault_images": 20,
         "offline_rerank": True,  # minutes: coco_dev indexed once more, 400 queries x 5 weights
         "shared": {"photos": 120, "per_run": 300, "latency": 0.3, "vectors": 100_000},
     },
@@ -121,6 +123,7 @@ def run(
     live_photos: int | None = None,
     video_seconds: int | None = None,
     rerank_repeats: int | None = None,
+    fault_images: int | None = None,
 ) -> dict:
     config = {**MODES[mode]}
     config["large_side"] = config["large_side"] if large_side is None else large_side
@@ -131,6 +134,8 @@ def run(
     config["live_photos"] = config["live_photos"] if live_photos is None else live_photos
     if rerank_repeats is not None:
         config["rerank_repeats"] = rerank_repeats
+    if fault_images is not None:
+        config["fault_images"] = fault_images
     if video_seconds is not None:
         seconds = {"hd_seconds": video_seconds, "uhd_seconds": video_seconds}
         config["videos"] = seconds if video_seconds else None
@@ -200,6 +205,10 @@ def run(
         repeats = str(config.get("rerank_repeats", 5))
         _module("bench.rerank_latency", "--repeats", repeats, "--json", str(work / "rerank.json"))
         out["rerank_latency"] = json.loads((work / "rerank.json").read_text())
+    if config.get("fault_images"):
+        images = str(config["fault_images"])
+        _module("bench.provider_faults", "--images", images, "--json", str(work / "faults.json"))
+        out["provider_faults"] = json.loads((work / "faults.json").read_text())
     if config.get("videos"):
         videos = config["videos"]
         _module(
@@ -334,6 +343,19 @@ def markdown(result: dict) -> str:
                 f"{rerank['model_latency_seconds']} s; thumbnails, request, parsing)",
                 f"{row['added_ms_p50']} ms ({row['ours_ms_p50']} ms ours)",
                 "",
+            )
+        )
+    faults = result.get("provider_faults") or {}
+    for row in faults.get("rows", []):
+        rows.append(
+            (
+                f"provider fault: {row['mode']} ({row['images']} photos, one partition, "
+                f"DAM_LLM_TIMEOUT {faults['llm_timeout']} s): requests / paid calls per image; "
+                "partition seconds",
+                f"{row['requests_per_image']} / {row['paid_calls_per_image']}; "
+                f"{row['partition_seconds']} s",
+                f"{row['captioned']} captioned, {row['failed']} failed, "
+                f"{row['deferred']} deferred; run {row['run']}",
             )
         )
     for clip in (result.get("videos") or {}).values():
@@ -588,6 +610,9 @@ def main() -> None:
     parser.add_argument(
         "--rerank-repeats", type=int, help="repeats of the re-ranking latency bench (0: skip)"
     )
+    parser.add_argument(
+        "--fault-images", type=int, help="photos of the provider-fault bench (0: skip it)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--work", type=Path, help="keep the photos and data here (default: temporary)"
@@ -615,6 +640,7 @@ def main() -> None:
             args.live_photos,
             args.video_seconds,
             args.rerank_repeats,
+            args.fault_images,
         )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{result['date'][:10]}-{mode}"

@@ -234,6 +234,11 @@ def cmd_cost(settings: Settings, args: argparse.Namespace) -> int:
         f"{spent['input_tokens']:,} input and {spent['output_tokens']:,} output tokens, "
         f"{spent['images']} images"
     )
+    if spent["unknown_cost"]:
+        print(
+            f"  and {spent['unknown_cost']} requests of unknown cost (timed out or unreadable: "
+            "the provider may have billed them; its console has the exact figure)"
+        )
     for title, group in (("By provider/model", "by_model"), ("By partition", "by_partition")):
         if spent[group]:
             print(f"\n{title}:")

@@ -63,6 +63,8 @@ def build_captioner(settings: Settings, api_key: str | None = None) -> Captioner
         limiter=limiter,
         timeout=settings.llm_timeout,
         failures_before_pause=settings.provider_failures_before_pause,
+        pause_seconds=settings.provider_pause_seconds,
+        outages=None if settings.captioner == "local" else open_state(settings).outages,
     )
 
 
@@ -89,6 +91,7 @@ def build_embedder(settings: Settings) -> Embedder:
         dimension=settings.embedding_dimension,
         region=settings.aws_region,
         endpoint_url=settings.bedrock_endpoint_url,
+        timeout=settings.llm_timeout,
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dam_pipeline.postgres import database
+from dam_pipeline.sqlite_state import thread_connection
 
 
 class RateLimiter(Protocol):
@@ -66,14 +67,7 @@ class SqliteRateLimiter:
     )
 
     def _connect(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SQLITE_SCHEMA)
-            self._local.db = db
-        return db
+        return thread_connection(self._local, self.path, _SQLITE_SCHEMA)
 
     def _take(self, interval: float, pause: float) -> float:
         db = self._connect()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from dam_pipeline.outages import OutageBoard
     from dam_pipeline.rate_limit import RateLimiter
 
 T = TypeVar("T")
@@ -69,39 +70,80 @@ class ProviderConfigurationError(RuntimeError):
 class CircuitBreaker:
     """Stops sending to a provider that failed ``threshold`` times in a row, for
     ``cooldown`` seconds (then one request may try again): a provider that is down costs a
-    few requests, not every image's retries."""
+    few requests, not every image's retries. With a ``board`` (``dam_pipeline.outages``)
+    the outage is shared under ``name``: a breaker that opens posts it, and every run that
+    calls the same endpoint reads it (at most once a second) and stops too."""
 
-    def __init__(self, threshold: int = 5, cooldown: float = 60.0) -> None:
+    def __init__(
+        self,
+        threshold: int = 5,
+        cooldown: float = 60.0,
+        board: OutageBoard | None = None,
+        name: str = "",
+    ) -> None:
         import threading
 
         self.threshold = max(1, threshold)
         self.cooldown = cooldown
+        self.board = board
+        self.name = name
         self.failures = 0
         self.opened_at: float | None = None
         self.reason = ""
+        self._half_open = False
+        self._board_read_at = -1.0
         self._lock = threading.Lock()
 
     def allows(self) -> bool:
         with self._lock:
-            if self.opened_at is None:
+            now = time.monotonic()
+            if self.opened_at is not None:
+                if now - self.opened_at < self.cooldown:
+                    return False
+                self.opened_at, self.failures = None, self.threshold - 1
+                self._half_open = True  # one request may try
                 return True
-            if time.monotonic() - self.opened_at >= self.cooldown:
-                self.opened_at, self.failures = None, self.threshold - 1  # half open
-                return True
-            return False
+            if self.board is not None and now - self._board_read_at >= 1.0:
+                self._board_read_at = now
+                posted = self._on_board(lambda: self.board.current(self.name))
+                if posted:  # another run found it down: wait out what is left of its pause
+                    left, self.reason = posted
+                    self.opened_at = now - max(0.0, self.cooldown - left)
+                    self.failures = self.threshold
+                    return False
+            return True
 
     def succeeded(self) -> None:
         with self._lock:
-            self.failures, self.opened_at = 0, None
+            clear = self._half_open and self.board is not None
+            self.failures, self.opened_at, self._half_open = 0, None, False
+        if clear:
+            self._on_board(lambda: self.board.clear(self.name))
 
     def failed(self, reason: str) -> None:
         with self._lock:
             self.failures += 1
-            if self.failures >= self.threshold and self.opened_at is None:
-                self.opened_at, self.reason = time.monotonic(), reason
-                log.error(
-                    "provider unavailable after %d failures in a row: %s", self.failures, reason
-                )
+            self._half_open = False
+            if self.failures < self.threshold or self.opened_at is not None:
+                return
+            self.opened_at, self.reason = time.monotonic(), reason
+        log.error("provider unavailable after %d failures in a row: %s", self.failures, reason)
+        if self.board is not None:
+            self._on_board(lambda: self.board.post(self.name, self.cooldown, reason))
+
+    def reset(self) -> None:
+        """A new run: forget this process's count; an outage posted on the board stands."""
+        with self._lock:
+            self.failures, self.opened_at, self._half_open = 0, None, False
+            self._board_read_at = -1.0
+
+    def _on_board(self, action: Callable[[], T]) -> T | None:
+        """The shared state is advice: when it cannot be read, each run decides alone."""
+        try:
+            return action()
+        except Exception as exc:
+            log.warning("the shared outage board is unavailable (%s); deciding alone", exc)
+            return None
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:

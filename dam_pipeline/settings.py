@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     provider_failures_before_pause: Positive = 5
     """Failures in a row after which a run stops sending to a provider (the rest of its
     images are deferred)."""
+    provider_pause_seconds: float = Field(default=60.0, gt=0)
+    """How long every run stops sending to a provider endpoint found down (the outage is
+    shared through the state); then one request tries again."""
 
     # Embedding
     embedder: EmbedderName = "sentence-transformers"

@@ -8,6 +8,7 @@
 | normalized images    | ``<data_dir>/objects``          | ``DAM_OBJECT_STORE`` (S3)             |
 | request rate limits  | ``<data_dir>/cache`` SQLite     | Postgres ``dam_rate_limits``          |
 | spend ledger         | ``<data_dir>/cache`` SQLite     | Postgres ``dam_spend``                |
+| provider outages     | ``<data_dir>/cache`` SQLite     | Postgres ``dam_outages``              |
 
 The shared profile (``DAM_STATE_URL`` + ``DAM_OBJECT_STORE``) keeps nothing on a worker's
 disk, so runs of one library can go to many machines. The vector index is chosen apart
@@ -26,6 +27,7 @@ from dam_pipeline.cache import ContentCache, PostgresContentCache, SqliteContent
 from dam_pipeline.costs import PostgresSpendLedger, SpendLedger, SqliteSpendLedger
 from dam_pipeline.imaging.object_store import FolderObjectStore, ObjectStore, S3ObjectStore
 from dam_pipeline.manifests import FolderManifestStore, ManifestStore, PostgresManifestStore
+from dam_pipeline.outages import OutageBoard, PostgresOutageBoard, SqliteOutageBoard
 from dam_pipeline.postgres import database
 from dam_pipeline.rate_limit import PostgresRateLimiter, RateLimiter, SqliteRateLimiter
 from dam_pipeline.retrieval.keyword_index import (
@@ -95,3 +97,10 @@ class PipelineState:
         if self.state_url:
             return PostgresRateLimiter(self.state_url, name, requests_per_minute)
         return SqliteRateLimiter(self.rate_limits_file, name, requests_per_minute)
+
+    @cached_property
+    def outages(self) -> OutageBoard:
+        """Provider endpoints known to be down, shared by every run using this state."""
+        if self.state_url:
+            return PostgresOutageBoard(self.state_url)
+        return SqliteOutageBoard(self.rate_limits_file)

@@ -123,8 +123,8 @@ class ScriptedHTTPServer:
         self.replies.extend(replies)
 
 
-def chat_completion(content: str, model: str = "test-model") -> dict:
-    """A chat-completions response body carrying ``content``."""
+def chat_completion(content: str, model: str = "test-model", finish: str = "stop") -> dict:
+    """A chat-completions response body carrying ``content`` (``finish``: its reason)."""
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -134,7 +134,7 @@ def chat_completion(content: str, model: str = "test-model") -> dict:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
         ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},

@@ -57,6 +57,8 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
             "0",  # and the video bench (a 4K clip written and indexed)
             "--rerank-repeats",
             "0",  # and the re-ranking latency (a server answering in 0.3 s, 9 times)
+            "--fault-images",
+            "0",  # and the provider faults (12 partitions through Dagster)
         ],
         cwd=PROJECT,
         env={**os.environ, "PYTHONPATH": str(PROJECT)},

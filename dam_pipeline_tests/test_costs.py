@@ -123,6 +123,7 @@ def test_an_answer_says_what_it_cost_and_the_ledger_keeps_it(server, settings: S
             "input_tokens": PROMPT_TOKENS,
             "output_tokens": COMPLETION_TOKENS,
             "images": 0,
+            "unknown_cost": 0,
         }
     }
     priced = Library(settings)._priced(answer, "question")
@@ -143,3 +144,30 @@ def test_prices_parse_strictly_and_the_budget_counts_in_images() -> None:
     assert budget.affordable("m/x", 10) == 3
     budget.spend(0.8, 2)  # 0.4 each as measured: 0.2 left covers none
     assert budget.affordable("m/x", 10) == 0
+
+
+def test_timed_out_calls_reach_dam_cost_as_unknown_cost_and_an_old_ledger_upgrades(
+    settings: Settings, dam
+) -> None:
+    import sqlite3
+
+    from dam_pipeline.costs import SqliteSpendLedger, spend_rows
+
+    path = settings.layout.spend
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as old:  # the ledger as written before unknown_cost existed
+        old.execute(
+            "CREATE TABLE spend (recorded_at REAL NOT NULL, run_id TEXT NOT NULL, "
+            "partition TEXT NOT NULL, stage TEXT NOT NULL, model_id TEXT NOT NULL, "
+            "requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL, "
+            "output_tokens INTEGER NOT NULL, images INTEGER NOT NULL, cost_usd REAL NOT NULL)"
+        )
+        old.execute("INSERT INTO spend VALUES (1.0, 'r0', 'pets', 'captions', 'openai/llava', "
+                    "1, 1200, 150, 1, 0.0025)")  # fmt: skip
+    ledger = SqliteSpendLedger(path)
+    usage = {"openai/llava": Usage(requests=3, images=3, unknown_cost=2)}
+    ledger.record(spend_rows(usage, PriceTable.from_json(json.dumps(PRICES)), "r1", "pets", "c"))
+    assert [row.usage.unknown_cost for row in ledger.rows()] == [0, 2]
+    report = json.loads(dam(settings, "cost", "--json").out)
+    assert (report["requests"], report["unknown_cost"]) == (4, 2)
+    assert "2 requests of unknown cost" in dam(settings, "cost").out

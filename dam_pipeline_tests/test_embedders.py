@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 
 import numpy as np
 import pytest
@@ -73,6 +74,20 @@ def test_titan_retries_throttling(bedrock) -> None:
     bedrock.script(*[throttled] * 6)
     with pytest.raises(Exception, match=r"ThrottlingException|Too many requests"):
         embedder.embed_query("dog")
+
+
+def test_a_slow_titan_is_bounded_and_its_timeouts_are_counted_as_unknown_cost(bedrock) -> None:
+    bedrock.script(*[(0, 2.0, {})] * 4)  # each request waits 2 s; its deadline is 0.3 s
+    embedder = TitanMultimodalEmbedder(
+        dimension=256, region="us-east-1", endpoint_url=bedrock.url, timeout=0.3
+    )
+    embedder.base_delay = 0.01
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)timeout|timed out"):
+        embedder.embed_query("cat")
+    assert time.monotonic() - started < 1.5  # two tries of 0.3 s, not a fixed 60 s
+    (usage,) = embedder.meter.snapshot().values()
+    assert (usage.requests, usage.unknown_cost) == (2, 2)  # a timeout is tried again once
 
 
 def test_titan_in_the_pipeline_indexes_image_vectors(bedrock, settings: Settings, instance) -> None:

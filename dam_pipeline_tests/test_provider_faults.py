@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from dam_pipeline import components
 from dam_pipeline.captioning.openai_compatible import OpenAICompatibleCaptioner
 from dam_pipeline.retry import CircuitBreaker, ProviderConfigurationError
 from dam_pipeline.settings import Settings
@@ -17,12 +18,6 @@ from dam_pipeline_tests.servers import ScriptedHTTPServer, chat_completion
 
 GOOD = json.dumps({"description": "A cup of coffee on a saucer.", "tags": ["coffee"], "text": ""})
 ERROR = {"error": {"message": "nope"}}
-
-
-def reply(content: str, finish: str = "stop") -> dict:
-    body = chat_completion(content)
-    body["choices"][0]["finish_reason"] = finish
-    return body
 
 
 def good(method, path, body):
@@ -50,16 +45,30 @@ IMAGE = photo("coffee").resize((64, 48))
     ("answers", "calls", "outcome"),
     [
         (
-            [(200, reply(json.dumps({"caption": "A cup of coffee.", "labels": ["cup"]})), {})],
+            [
+                (
+                    200,
+                    chat_completion(json.dumps({"caption": "A cup of coffee.", "labels": ["cup"]})),
+                    {},
+                )
+            ],
             1,
             "A cup of coffee.",
         ),
-        ([(200, reply(json.dumps({"foo": 1})), {}), (200, reply(GOOD), {})], 2, "A cup of"),
-        ([(200, reply("Sure! Here is a caption: a cup."), {})] * 2, 2, "unusable answer"),
-        ([(200, reply('{"description": "A cup of co', "length"), {})] * 2, 2, "cut off"),
+        (
+            [(200, chat_completion(json.dumps({"foo": 1})), {}), (200, chat_completion(GOOD), {})],
+            2,
+            "A cup of",
+        ),
+        ([(200, chat_completion("Sure! Here is a caption: a cup."), {})] * 2, 2, "unusable answer"),
+        (
+            [(200, chat_completion('{"description": "A cup of co', finish="length"), {})] * 2,
+            2,
+            "cut off",
+        ),
         ([(200, b'{"choices": [{"message": {"content": "caf\xe9"}}]}', {})] * 2, 2, "UTF-8"),
-        ([(429, ERROR, {"retry-after": "0"}), (200, reply(GOOD), {})], 2, "A cup of"),
-        ([(500, ERROR, {}), (200, reply(GOOD), {})], 2, "A cup of"),
+        ([(429, ERROR, {"retry-after": "0"}), (200, chat_completion(GOOD), {})], 2, "A cup of"),
+        ([(500, ERROR, {}), (200, chat_completion(GOOD), {})], 2, "A cup of"),
         ([(400, {"error": {"message": "image too large"}}, {})], 1, "image too large"),
     ],
     ids=["other keys", "repaired", "prose", "cut off", "not utf-8", "429", "500", "400"],
@@ -76,7 +85,7 @@ def test_each_kind_of_answer_costs_at_most_two_calls(server, answers, calls, out
 
 
 def test_an_unusable_answer_names_what_was_wrong_and_how_it_began(server) -> None:
-    server.script(*[(200, reply("<html>" + "x" * 500), {})] * 2)
+    server.script(*[(200, chat_completion("<html>" + "x" * 500), {})] * 2)
     (result,) = captioner(server).caption_batch([IMAGE])
     assert result.kind == "unusable answer" and "not JSON" in str(result)
     assert "<html>xxx" in str(result) and len(str(result)) < 500  # the first 200 characters
@@ -85,9 +94,12 @@ def test_an_unusable_answer_names_what_was_wrong_and_how_it_began(server) -> Non
 def test_a_slow_provider_is_bounded_by_the_deadline(server) -> None:
     server.script(*[(0, 3.0, {})] * 3)  # each request waits 3 s; the deadline is 0.4 s
     started = time.monotonic()
-    (result,) = captioner(server, timeout=0.4).caption_batch([IMAGE])
+    made = captioner(server, timeout=0.4)
+    (result,) = made.caption_batch([IMAGE])
     assert time.monotonic() - started < 2.5
-    assert result.kind == "timeout" and len(server.requests) <= 2  # a timeout retried once
+    assert result.kind == "timeout" and len(server.requests) == 2  # a timeout retried once
+    (usage,) = made.meter.snapshot().values()  # both may have been billed: unknown cost
+    assert (usage.requests, usage.unknown_cost) == (2, 2)
 
 
 def test_a_refused_key_stops_sending_at_once(server) -> None:
@@ -129,22 +141,31 @@ def test_after_an_outage_the_next_run_finishes_with_nothing_captioned_twice(
 ) -> None:
     write_library(settings.layout.library, PHOTOS)
     server.handler = lambda method, path, body: (503, ERROR, {})  # down
-    first = ingest(_paid(settings, server), instance)["p"]["captions"]
+    paused = _paid(settings, server).replace(provider_pause_seconds=10.0)
+    first = ingest(paused, instance)["p"]["captions"]
     assert first.get("deferred_by_reason", {}).get("provider unavailable", 0) >= 1
     assert first["deferred"] + first["failed"] == 5 and first["computed"] == 0
     assert len(server.requests) <= 2 + 4  # two failures, the requests in flight, no more
-    server.handler = good  # the provider is back
+    board = components.open_state(paused).outages
+    endpoint = f"openai {server.url}/v1"
+    assert board.current(endpoint) is not None  # posted for every run
+    server.handler = good  # the provider is back, but the outage posted still stands
     sent_before = len(server.requests)
-    second = ingest(_paid(settings, server), instance)["p"]
+    during = ingest(paused, instance)["p"]["captions"]
+    assert len(server.requests) == sent_before  # another run: stopped without sending
+    assert during["deferred_by_reason"]["provider unavailable"] == 5
+    left, _ = board.current(endpoint)
+    time.sleep(left + 0.1)  # the pause ends: the next run tries again
+    second = ingest(paused, instance)["p"]
     assert second["vector_index"]["indexed"] == 5
-    assert second["captions"]["computed"] == len(server.requests) - sent_before  # once each
+    assert second["captions"]["computed"] == len(server.requests) - sent_before == 5  # once each
 
 
 def test_dam_status_lists_what_failed_and_was_deferred_by_reason(
     server, settings: Settings, instance, dam
 ) -> None:
     write_library(settings.layout.library, PHOTOS)
-    server.handler = lambda method, path, body: (200, reply("no JSON here"), {})
+    server.handler = lambda method, path, body: (200, chat_completion("no JSON here"), {})
     server.script((503, ERROR, {}), (503, ERROR, {}))  # and the provider stumbles first
     paid = _paid(settings, server).replace(provider_failures_before_pause=50)
     ingest(paid, instance)
@@ -178,7 +199,7 @@ def test_a_model_that_keeps_drifting_stops_costing_after_three_runs(
     server, settings: Settings, instance
 ) -> None:
     write_library(settings.layout.library, {"p/coffee.jpg": "coffee"})
-    server.handler = lambda method, path, body: (200, reply("no JSON here"), {})
+    server.handler = lambda method, path, body: (200, chat_completion("no JSON here"), {})
     runs = [ingest(_paid(settings, server), instance)["p"]["captions"] for _ in range(4)]
     assert [r["requests"] for r in runs] == [2, 2, 2, 0]  # two calls a run, then none
     assert "--retry-failed" in runs[3]["quarantine"]

@@ -5,6 +5,8 @@ the keyword index and the object store of normalized images."""
 from __future__ import annotations
 
 import io
+import time
+import uuid
 
 import numpy as np
 import pytest
@@ -59,6 +61,36 @@ def keywords(kind, tmp_path, request):
     if kind == "local":
         return SqliteKeywordIndex(tmp_path / "keywords.sqlite")
     return PostgresKeywordIndex(_db(request))
+
+
+@pytest.fixture
+def outages(kind, tmp_path, request):
+    from dam_pipeline.outages import PostgresOutageBoard, SqliteOutageBoard
+
+    if kind == "local":
+        return SqliteOutageBoard(tmp_path / "rate_limits.sqlite")
+    return PostgresOutageBoard(request.getfixturevalue("database_url"))
+
+
+def test_an_outage_one_run_finds_stops_the_others_until_its_pause_ends(outages) -> None:
+    from dam_pipeline.retry import CircuitBreaker
+
+    name = f"openai http://127.0.0.1:9/v1 {uuid.uuid4().hex}"  # one endpoint per test run
+    finder, other = (CircuitBreaker(2, 1.0, outages, name) for _ in range(2))
+    assert other.allows()  # nothing posted yet
+    finder.failed("503 Service Unavailable")
+    finder.failed("503 Service Unavailable")  # the second failure in a row opens it
+    assert not finder.allows()
+    other.reset()  # a new run, started after the outage was found
+    assert not other.allows() and other.reason == "503 Service Unavailable"
+    left, reason = outages.current(name)
+    assert left == pytest.approx(1.0, abs=0.5) and reason == "503 Service Unavailable"
+    time.sleep(1.05)  # the pause ends: one request may try, and its success clears the board
+    assert finder.allows()
+    finder.succeeded()
+    assert outages.current(name) is None
+    other.reset()
+    assert other.allows()
 
 
 def test_manifests_round_trip_replace_and_delete(manifests) -> None:

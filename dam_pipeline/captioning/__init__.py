@@ -6,6 +6,7 @@ from functools import cache
 
 from dam_pipeline.captioning.base import Caption, Captioner, CaptionerError, ImageInput
 from dam_pipeline.captioning.local import LocalCaptioner
+from dam_pipeline.outages import OutageBoard
 from dam_pipeline.rate_limit import RateLimiter
 from dam_pipeline.retry import CircuitBreaker
 
@@ -32,13 +33,20 @@ def build_captioner(
     people: bool = True,
     timeout: float = 30.0,
     failures_before_pause: int = 5,
+    pause_seconds: float = 60.0,
+    outages: OutageBoard | None = None,
 ) -> Captioner:
     """The captioner named by ``provider`` (``DAM_CAPTIONER``): ``local`` (offline
     classifier), ``groq`` (Llama-4-Scout) or ``openai`` (any OpenAI-compatible endpoint).
     Built once per process and configuration; a remote one sends through ``limiter``; the
-    local one detects people unless ``people`` is false (``DAM_DETECT_PEOPLE``)."""
+    local one detects people unless ``people`` is false (``DAM_DETECT_PEOPLE``), and stops
+    sending for ``pause_seconds`` after ``failures_before_pause`` failures in a row, posting
+    the outage on ``outages`` so that every run calling the same endpoint stops too."""
     if provider == "local":
         return LocalCaptioner(batch_size=batch_size, ocr=ocr, people=people)
+    breaker = CircuitBreaker(
+        failures_before_pause, pause_seconds, outages, f"{provider} {base_url or 'default'}"
+    )
     if provider == "groq":
         from dam_pipeline.captioning.groq_vision import DEFAULT_GROQ_VISION_MODEL, GroqCaptioner
 
@@ -49,7 +57,7 @@ def build_captioner(
             concurrency=concurrency,
             limiter=limiter,
             timeout=timeout,
-            breaker=CircuitBreaker(failures_before_pause),
+            breaker=breaker,
         )
     if provider == "openai":
         from dam_pipeline.captioning.openai_compatible import OpenAICompatibleCaptioner
@@ -61,6 +69,6 @@ def build_captioner(
             concurrency=concurrency,
             limiter=limiter,
             timeout=timeout,
-            breaker=CircuitBreaker(failures_before_pause),
+            breaker=breaker,
         )
     raise ValueError(f"Unknown captioner {provider!r}: set DAM_CAPTIONER to local, groq or openai.")

@@ -20,8 +20,8 @@ from typing import Any
 from PIL import Image
 
 from dam_pipeline.captioning.base import Caption, CaptionerError, ImageInput, as_inputs
-from dam_pipeline.costs import Usage, UsageMeter, chat_usage
-from dam_pipeline.llm_clients import json_object_reply
+from dam_pipeline.costs import UsageMeter
+from dam_pipeline.llm_clients import UnreadableAnswer, json_object_reply, metered_completion
 from dam_pipeline.rate_limit import RateLimiter
 from dam_pipeline.retry import (
     CircuitBreaker,
@@ -169,16 +169,18 @@ class ChatVisionCaptioner:
             else {"type": "json_object"}
         )
         try:
-            response = self.client.chat.completions.create(
+            response = metered_completion(
+                self.client,
+                [self.meter],
+                self.model_id,
+                images=1,
                 model=self.model,
                 messages=image_message(jpeg),
                 temperature=0,
                 response_format=response_format,
             )
-        except (UnicodeDecodeError, ValueError) as exc:  # the body itself is not UTF-8 JSON
-            self.meter.record(self.model_id, Usage(requests=1, images=1))  # billed, unknown
-            raise MalformedCaption(f"the answer is not UTF-8 JSON ({exc})") from None
-        self.meter.record(self.model_id, chat_usage(response, images=1))
+        except UnreadableAnswer as exc:
+            raise MalformedCaption(str(exc)) from None
         choice = response.choices[0]
         content = choice.message.content or ""
         if choice.finish_reason == "length":
@@ -231,7 +233,7 @@ class ChatVisionCaptioner:
     def new_run(self) -> None:
         """A run starts afresh: the provider may be back and the key fixed (a captioner is
         built once per process, and `dam ingest` runs one run per partition in it)."""
-        self.breaker.succeeded()
+        self.breaker.reset()
         self.stopped = None
 
     def _configuration_hint(self, exc: BaseException) -> str:

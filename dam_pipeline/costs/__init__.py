@@ -12,6 +12,7 @@ from dam_pipeline.costs.ledger import (
 )
 from dam_pipeline.costs.prices import DEFAULT_PRICES, Price, PriceError, PriceTable, spend_summary
 from dam_pipeline.costs.usage import (
+    UNREPORTED,
     Usage,
     UsageMeter,
     Usages,
@@ -24,6 +25,7 @@ from dam_pipeline.costs.usage import (
 
 __all__ = [
     "DEFAULT_PRICES",
+    "UNREPORTED",
     "PostgresSpendLedger",
     "Price",
     "PriceError",

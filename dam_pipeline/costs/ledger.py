@@ -24,8 +24,6 @@ from dam_pipeline.costs.usage import Usage, Usages
 if TYPE_CHECKING:
     from dam_pipeline.postgres import PostgresDatabase
 
-COLUMNS = ("requests", "input_tokens", "output_tokens", "images", "cost_usd")
-
 
 @dataclass(frozen=True)
 class SpendRow:
@@ -63,16 +61,16 @@ CREATE TABLE IF NOT EXISTS spend (
     recorded_at REAL NOT NULL, run_id TEXT NOT NULL, partition TEXT NOT NULL,
     stage TEXT NOT NULL, model_id TEXT NOT NULL, requests INTEGER NOT NULL,
     input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, images INTEGER NOT NULL,
-    cost_usd REAL NOT NULL
+    cost_usd REAL NOT NULL, unknown_cost INTEGER NOT NULL DEFAULT 0
 );
 """
 _INSERT = (
     "INSERT INTO {table} (recorded_at, run_id, partition, stage, model_id, requests, "
-    "input_tokens, output_tokens, images, cost_usd) VALUES ({marks})"
+    "input_tokens, output_tokens, images, cost_usd, unknown_cost) VALUES ({marks})"
 )
 _SELECT = (
     "SELECT recorded_at, run_id, partition, stage, model_id, requests, input_tokens, "
-    "output_tokens, images, cost_usd FROM {table} ORDER BY recorded_at"
+    "output_tokens, images, cost_usd, unknown_cost FROM {table} ORDER BY recorded_at"
 )
 
 
@@ -80,14 +78,17 @@ def _values(row: SpendRow) -> tuple:
     u = row.usage
     return (
         row.recorded_at, row.run_id, row.partition, row.stage, row.model_id,
-        u.requests, u.input_tokens, u.output_tokens, u.images, row.cost_usd,
+        u.requests, u.input_tokens, u.output_tokens, u.images, row.cost_usd, u.unknown_cost,
     )  # fmt: skip
 
 
 def _row(values: tuple) -> SpendRow:
-    at, run_id, partition, stage, model_id, requests, tin, tout, images, cost = values
-    usage = Usage(int(requests), int(tin), int(tout), int(images))
+    at, run_id, partition, stage, model_id, requests, tin, tout, images, cost, unknown = values
+    usage = Usage(int(requests), int(tin), int(tout), int(images), int(unknown))
     return SpendRow(float(at), run_id, partition, stage, model_id, usage, float(cost))
+
+
+_SQLITE_ADD_UNKNOWN = "ALTER TABLE spend ADD COLUMN unknown_cost INTEGER NOT NULL DEFAULT 0"
 
 
 class SqliteSpendLedger:
@@ -101,6 +102,9 @@ class SqliteSpendLedger:
         connection = sqlite3.connect(self.path, timeout=30)
         try:
             connection.execute(_SQLITE)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(spend)")}
+            if "unknown_cost" not in columns:  # a ledger written before the column existed
+                connection.execute(_SQLITE_ADD_UNKNOWN)
             yield connection
             connection.commit()
         finally:
@@ -110,7 +114,7 @@ class SqliteSpendLedger:
         if not rows:
             return
         with self._lock, self._connect() as connection:
-            sql = _INSERT.format(table="spend", marks=", ".join("?" * 10))
+            sql = _INSERT.format(table="spend", marks=", ".join("?" * 11))
             connection.executemany(sql, [_values(r) for r in rows])
 
     def rows(self) -> list[SpendRow]:
@@ -127,6 +131,7 @@ CREATE TABLE IF NOT EXISTS dam_spend (
     input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, images BIGINT NOT NULL,
     cost_usd DOUBLE PRECISION NOT NULL
 );
+ALTER TABLE dam_spend ADD COLUMN IF NOT EXISTS unknown_cost BIGINT NOT NULL DEFAULT 0;
 """
 
 
@@ -139,7 +144,7 @@ class PostgresSpendLedger:
         if not rows:
             return
         with self.db.cursor() as cursor:
-            sql = _INSERT.format(table="dam_spend", marks=", ".join(["%s"] * 10))
+            sql = _INSERT.format(table="dam_spend", marks=", ".join(["%s"] * 11))
             cursor.executemany(sql, [_values(r) for r in rows])
 
     def rows(self) -> list[SpendRow]:

@@ -15,12 +15,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Usage:
-    """One provider/model's calls: requests, tokens as the provider counted them, images."""
+    """One provider/model's calls: requests, tokens as the provider counted them, images,
+    and ``unknown_cost``: the requests that may have been billed but reported nothing (timed
+    out, or answered with a body that could not be read), so their cost is not known."""
 
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     images: int = 0
+    unknown_cost: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -28,6 +31,7 @@ class Usage:
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.images + other.images,
+            self.unknown_cost + other.unknown_cost,
         )
 
     def __sub__(self, other: Usage) -> Usage:
@@ -36,6 +40,7 @@ class Usage:
             self.input_tokens - other.input_tokens,
             self.output_tokens - other.output_tokens,
             self.images - other.images,
+            self.unknown_cost - other.unknown_cost,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -43,7 +48,7 @@ class Usage:
 
     @property
     def empty(self) -> bool:
-        return not (self.requests or self.input_tokens or self.output_tokens or self.images)
+        return not any(asdict(self).values())
 
 
 Usages = dict[str, Usage]
@@ -104,3 +109,7 @@ def usages_to_json(usages: Usages) -> dict[str, dict[str, int]]:
 
 def usages_from_json(data: dict[str, dict[str, int]] | None) -> Usages:
     return {model: Usage(**counts) for model, counts in (data or {}).items()}
+
+
+UNREPORTED = Usage(requests=1, unknown_cost=1)
+"""A request that may have been billed and reported no usage (timed out, unreadable)."""

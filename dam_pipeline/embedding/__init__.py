@@ -18,17 +18,21 @@ def build_embedder(
     dimension: int = 1024,
     region: str = "",
     endpoint_url: str = "",
+    timeout: float = 30.0,
 ) -> Embedder:
     """The embedder named by ``provider`` (``DAM_EMBEDDER``): ``sentence-transformers`` with
     ``model`` (packaged name, local path or cached hub name) or ``bedrock-titan`` (Titan
-    multimodal, ``dimension`` 256/384/1024). Built once per process and configuration."""
+    multimodal, ``dimension`` 256/384/1024; ``timeout`` is each request's deadline, an item
+    gets 3x it across its attempts). Built once per process and configuration."""
     if provider == "sentence-transformers":
         return SentenceTransformerEmbedder(model=model, batch_size=batch_size)
     if provider == "bedrock-titan":
         from dam_pipeline.embedding.bedrock_titan import TITAN_MULTIMODAL, TitanMultimodalEmbedder
 
         titan_model = model if model.startswith("amazon.") else TITAN_MULTIMODAL
-        return TitanMultimodalEmbedder(titan_model, dimension, region, endpoint_url)
+        return TitanMultimodalEmbedder(
+            titan_model, dimension, region, endpoint_url, timeout=timeout
+        )
     raise ValueError(
         f"Unknown embedder {provider!r}: "
         "set DAM_EMBEDDER to sentence-transformers or bedrock-titan."

@@ -3,8 +3,10 @@
 It embeds the normalized image itself, and the query text, into one shared space: search
 then compares words with pixels, not with a caption. Called through boto3's
 ``bedrock-runtime`` ``InvokeModel``; region, credentials and endpoint come from the
-environment. One image per request (the API has no batch call), several in flight, with
-retries and backoff on throttling.
+environment. One image per request (the API has no batch call), several in flight, under
+the call policy of ``dam_pipeline.retry``: each request has ``timeout`` as its deadline and
+an item 3x it across its attempts; a timed-out request is recorded as a call of unknown
+cost (Bedrock may have billed it).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from dam_pipeline.costs import Usage, UsageMeter
-from dam_pipeline.retry import call_with_retries
+from dam_pipeline.costs import UNREPORTED, Usage, UsageMeter
+from dam_pipeline.retry import call_with_retries, is_timeout
 
 TITAN_MULTIMODAL = "amazon.titan-embed-image-v1"
 OUTPUT_LENGTHS = (256, 384, 1024)
@@ -43,6 +45,7 @@ class TitanMultimodalEmbedder:
         concurrency: int = 4,
         attempts: int = 6,
         base_delay: float = 1.0,
+        timeout: float = 30.0,
     ) -> None:
         if dimension not in OUTPUT_LENGTHS:
             raise ValueError(
@@ -57,26 +60,35 @@ class TitanMultimodalEmbedder:
         self.model_id = f"bedrock/{model}"
         self.meter = UsageMeter()
         """Requests, text tokens (``inputTextTokenCount``) and images, as Bedrock reports."""
-        self.client = client or _bedrock_client(region, endpoint_url)
+        self.deadline = 3 * timeout
+        """One item's total time across its attempts (DAM_LLM_TIMEOUT x 3)."""
+        self.client = client or _bedrock_client(region, endpoint_url, timeout)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="titan")
 
     def _invoke(self, payload: dict) -> np.ndarray:
         body = json.dumps({**payload, "embeddingConfig": {"outputEmbeddingLength": self.dimension}})
 
+        images = 1 if "inputImage" in payload else 0
+
         def call() -> np.ndarray:
-            response = self.client.invoke_model(
-                modelId=self.model,
-                body=body,
-                contentType="application/json",
-                accept="application/json",
-            )
+            try:
+                response = self.client.invoke_model(
+                    modelId=self.model,
+                    body=body,
+                    contentType="application/json",
+                    accept="application/json",
+                )
+            except Exception as exc:
+                if is_timeout(exc):
+                    self.meter.record(self.model_id, UNREPORTED + Usage(images=images))
+                raise
             result = json.loads(response["body"].read())
             self.meter.record(
                 self.model_id,
                 Usage(
                     requests=1,
                     input_tokens=int(result.get("inputTextTokenCount") or 0),
-                    images=1 if "inputImage" in payload else 0,
+                    images=images,
                 ),
             )
             if "embedding" not in result:
@@ -86,7 +98,11 @@ class TitanMultimodalEmbedder:
             return _normalized(result["embedding"])
 
         return call_with_retries(
-            call, "bedrock embedding", attempts=self.attempts, base_delay=self.base_delay
+            call,
+            "bedrock embedding",
+            attempts=self.attempts,
+            base_delay=self.base_delay,
+            deadline=self.deadline,
         )
 
     def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
@@ -104,7 +120,7 @@ class TitanMultimodalEmbedder:
         return self._invoke({"inputText": text})
 
 
-def _bedrock_client(region: str, endpoint_url: str) -> Any:
+def _bedrock_client(region: str, endpoint_url: str, timeout: float) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -112,5 +128,9 @@ def _bedrock_client(region: str, endpoint_url: str) -> Any:
         "bedrock-runtime",
         region_name=region or None,
         endpoint_url=endpoint_url or None,
-        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=60),
+        config=Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=min(10.0, timeout),
+            read_timeout=timeout,
+        ),
     )

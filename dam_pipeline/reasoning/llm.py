@@ -17,8 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dam_pipeline.costs import UsageMeter, chat_usage, usages_to_json
-from dam_pipeline.llm_clients import groq_client, openai_client
+from dam_pipeline.costs import UsageMeter, usages_to_json
+from dam_pipeline.llm_clients import groq_client, metered_completion, openai_client
 from dam_pipeline.reasoning.base import Answer, neutralize
 from dam_pipeline.retrieval import Hit
 from dam_pipeline.retry import call_with_retries
@@ -135,13 +135,11 @@ class ChatReasoner:
         used = UsageMeter()  # this question's calls (retries included), apart from others'
 
         def call() -> str:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=messages, temperature=0
-            )
             shown = len(images or {}) if self.vision else 0
-            usage = chat_usage(response, images=shown)
-            used.record(self.model_id, usage)
-            self.meter.record(self.model_id, usage)
+            response = metered_completion(
+                self.client, [used, self.meter], self.model_id, images=shown,
+                model=self.model, messages=messages, temperature=0,
+            )  # fmt: skip
             return response.choices[0].message.content or ""
 
         try:

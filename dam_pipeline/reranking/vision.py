@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dam_pipeline.cache import ContentCache
-from dam_pipeline.costs import UsageMeter, chat_usage, usages_to_json
-from dam_pipeline.llm_clients import json_object_reply
+from dam_pipeline.costs import UsageMeter, usages_to_json
+from dam_pipeline.llm_clients import json_object_reply, metered_completion
 from dam_pipeline.rate_limit import RateLimiter
 from dam_pipeline.retry import call_with_retries
 from dam_pipeline.text import redact
@@ -143,15 +143,16 @@ class VisionReranker:
             content.append({"type": "image_url", "image_url": {"url": url}})
 
         def attempt() -> list[float]:
-            response = self.client.chat.completions.create(
+            response = metered_completion(
+                self.client,
+                [used, self.meter],
+                self.model_id,
+                images=len(candidates),
                 model=self.model,
                 messages=[{"role": "user", "content": content}],
                 temperature=0,
                 response_format={"type": "json_object"},
             )
-            usage = chat_usage(response, images=len(candidates))
-            used.record(self.model_id, usage)
-            self.meter.record(self.model_id, usage)
             return parse_scores(response.choices[0].message.content, len(candidates))
 
         return call_with_retries(
