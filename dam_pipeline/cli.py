@@ -358,7 +358,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         print(f"Serving on {host} with no DAM_API_TOKEN: anyone who reaches it can search.")
     app = create_app(settings)
-    print(f"Search page: http://{host}:{port}/   JSON API: http://{host}:{port}/docs")
+    print(f"Search page: http://{host}:{port}/   JSON API: http://{host}:{port}/openapi.json")
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 

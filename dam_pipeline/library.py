@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import mimetypes
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,16 @@ from dam_pipeline.costs import (
 )
 from dam_pipeline.costs.prices import FIRST_ESTIMATE
 from dam_pipeline.embedding import Embedder
-from dam_pipeline.imaging import NormalizeError, ObjectStore
+from dam_pipeline.imaging import (
+    HEADER_BYTES,
+    DecodeBudget,
+    NormalizeError,
+    ObjectStore,
+    decode_cost,
+    header_problem,
+    release_freed_memory,
+    sniff_media_type,
+)
 from dam_pipeline.keys import decode_prefix, encode_prefix, shot_key, vector_id
 from dam_pipeline.reasoning import Answer, Reasoner
 from dam_pipeline.reranking import Candidate, VisionReranker
@@ -46,8 +54,8 @@ from dam_pipeline.retrieval.similar import (
     vector_for_image,
 )
 from dam_pipeline.settings import Settings
-from dam_pipeline.sources import Source, is_media_key, is_video_key
-from dam_pipeline.sources.base import partition_of
+from dam_pipeline.sources import ObjectGoneError, Source, is_media_key, is_video_key
+from dam_pipeline.sources.base import has_dot_segments, partition_of
 from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
 
@@ -74,16 +82,13 @@ class EmptyIndexError(RuntimeError):
 
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
-RASTER_TYPES = {
-    "image/jpeg", "image/png", "image/gif", "image/webp", "image/tiff", "image/bmp",
-    "image/heic", "image/heif", "image/avif",
-}  # fmt: skip
 VIDEO_TYPES = {
     ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".qt": "video/quicktime",
     ".webm": "video/webm", ".mkv": "video/x-matroska", ".avi": "video/x-msvideo",
 }  # fmt: skip
-"""Originals are served with their own type only if it is one of these (never SVG or HTML,
-which a browser would run); anything else is a download."""
+"""Videos are served as their container's type; images as the type their bytes are
+(``sniff_media_type``: never SVG or HTML, which a browser would run); anything else is a
+download."""
 MAX_SHOTS_LISTED = 500
 
 
@@ -395,13 +400,27 @@ class Library:
                 raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
             return self._shown(found)
         data = image if isinstance(image, bytes) else Path(image).expanduser().read_bytes()
+        head = data[:HEADER_BYTES]
         try:
-            vector = vector_for_image(data, self.settings.max_side, self.captioner, self.embedder)
+            if refused := header_problem(head, self.settings.max_image_pixels or None):
+                raise NormalizeError(refused)
+            # the same decoding memory as an ingest: concurrent uploads wait their turn
+            cost = decode_cost(head, self.settings.max_side, len(data))
+            with self._upload_budget.reserve(cost):
+                vector = vector_for_image(
+                    data, self.settings.max_side, self.captioner, self.embedder
+                )
+            release_freed_memory()
         except NormalizeError as exc:
             raise QueryError(f"The file is not an image that can be read: {exc}.") from None
         return self._shown(
             similar_to_vector(vector, self.index, top_k, narrowed, url_for=self.source.url_for)
         )
+
+    @cached_property
+    def _upload_budget(self) -> DecodeBudget:
+        """What decoding uploaded images may hold at once (``DAM_DECODE_MEMORY_MB``)."""
+        return DecodeBudget(self.settings.decode_memory_mb * 2**20)
 
     def duplicates(
         self, *, prefixes: Sequence[str] | None = None, max_distance: int = 6
@@ -475,10 +494,17 @@ class Library:
             last_modified=str(meta.get("last_modified", "")),
             captioner=str(meta.get("captioner", "")),
             normalized_hash=str(meta.get("normalized_hash", "")),
-            url=self.source.url_for(video.get("video_key", key)),
+            url=self._url(video.get("video_key", key)),
             shots=self._shots_of(video["video_key"], meta, partition) if video else [],
             **video,
         )
+
+    def _url(self, key: str) -> str:
+        """Where a person opens ``key``; "" if its file now points out of the library."""
+        try:
+            return self.source.url_for(key)
+        except ValueError:
+            return ""
 
     def _shots_of(self, video_key: str, meta: dict, partition: str) -> list[ShotSummary]:
         """Every indexed shot of a video, in order (one fetch: shot keys are numbered)."""
@@ -500,23 +526,37 @@ class Library:
 
     def original(self, key: str) -> Original:
         """The original of an indexed image or video (named by the key of one of its shots,
-        or its own): a URL for a bucket (presigned or public), the file or bytes for a
-        folder. Only indexed keys are served, whatever the request holds."""
+        or its own): a URL for a bucket (presigned to be shown as the image type its bytes
+        are, never as what the bucket says), the file or bytes for a folder. Only indexed
+        keys are served, whatever the request holds; one that was since deleted, replaced
+        or made unreadable is ``NotFoundError`` with what happened."""
         detail = self.detail(key)
-        if detail.url.startswith(("https://", "http://")):
-            return Original(url=detail.url)
-        if detail.video_key:
-            name = detail.video_key
-            media_type = VIDEO_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+        name = detail.video_key or detail.key
+        try:
+            if detail.video_key:
+                media_type = VIDEO_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+            else:
+                media_type = sniff_media_type(self.source.read_bytes(name, limit=64))
             local_path = getattr(self.source, "local_path", None)
-            if local_path is not None:
-                return Original(path=local_path(name), media_type=media_type)
+            if local_path is None and not has_dot_segments(name):
+                return Original(url=self.source.url_for(name, media_type=media_type))
+            if detail.video_key and local_path is not None:
+                path = local_path(name)
+                if not path.is_file():
+                    raise ValueError("it is no longer a file")
+                return Original(path=path, media_type=media_type)
+            # a key with ``.``/``..`` segments, which a browser would rewrite in a URL
             return Original(data=self.source.read_bytes(name), media_type=media_type)
-        media_type = mimetypes.guess_type(detail.key)[0] or ""
-        return Original(
-            data=self.source.read_bytes(detail.key),
-            media_type=media_type if media_type in RASTER_TYPES else "application/octet-stream",
-        )
+        except ObjectGoneError:
+            raise NotFoundError(
+                f"{name!r} was deleted from the source after it was indexed; the next ingest "
+                "removes it from the index."
+            ) from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise NotFoundError(
+                f"The original of {name!r} cannot be read now ({reason})."
+            ) from None
 
     def status(self) -> dict[str, dict]:
         """Per prefix, what its last captions run left: images captioned, quarantined,
@@ -610,10 +650,14 @@ class Library:
                 return self._exact_detail(str(found[vid][1].get("key")))
         raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
 
+    def has_thumbnail(self, digest: str) -> bool:
+        """Whether ``digest`` names a normalized image this library holds."""
+        return bool(DIGEST.fullmatch(digest or "")) and self.objects.has(digest)
+
     def thumbnail(self, digest: str, side: int = 320) -> bytes:
         """A JPEG of at most ``side`` pixels of a normalized image, by its content hash
         (the only thing a request names: never a path)."""
-        if not DIGEST.fullmatch(digest or "") or not self.objects.has(digest):
+        if not self.has_thumbnail(digest):
             raise NotFoundError("No such thumbnail.")
         image = self.objects.open_image(digest, min_side=side)
         image.thumbnail((side, side))

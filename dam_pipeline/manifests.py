@@ -68,6 +68,9 @@ class NormalizedImage:
     end_seconds: float = 0.0
     video_shots: int = 0
     """How many shots the video has (its shots' keys are numbered below it)."""
+    retry: bool = False
+    """Quarantined for the object's state (archived, unreadable, gone), not its content:
+    tried again on the next run even if its version did not change."""
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     """With a token, every route of the web app but /health asks for it."""
     serve_without_token: bool = False
     """Serve on an address other than loopback with no token, on purpose (refused else)."""
+    serve_allowed_hosts: str = ""
+    """Comma-separated host names the page answers to when it has no token, besides the
+    bound host and localhost (a DNS-rebinding page cannot reach it); ``*`` allows any."""
 
     # Secrets (SecretStr: never shown). boto3 reads the AWS ones itself; they are here so
     # that the Dagster layer knows whether to pass them on.

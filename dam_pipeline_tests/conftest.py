@@ -58,6 +58,7 @@ RUN_ORDER = (
     "test_asset_graph.py",  # ~70 s: webserver + daemon, the UI's launches
     "test_s3_source.py",
     "test_web.py",
+    "test_web_hardening.py",  # ~40 s: a schema fuzzer against the live app, upload limits
     "test_shared_daemon.py",  # ~50 s: the daemon on the Postgres instance
     "test_incremental.py",
     "test_provider_faults.py",  # ~30 s: a misbehaving chat server, five ingests
@@ -74,9 +75,27 @@ RUN_ORDER = (
 )
 
 
+SYSTEM_FILES = frozenset(
+    {
+        "test_daemon.py",
+        "test_asset_graph.py",
+        "test_shared_daemon.py",
+        "test_shared_profile.py",
+        "test_live_library.py",
+        "test_bench_smoke.py",
+    }
+)
+"""The system proofs: whole daemons, webservers, several machines and the bench, a minute
+each. `make test-system` runs them (and `.ci/run`, after `make test`), so that `make test`
+stays within five minutes."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: place for place, name in enumerate(RUN_ORDER)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    for item in items:
+        if item.path.name in SYSTEM_FILES:
+            item.add_marker(pytest.mark.system)
 
 
 @pytest.fixture(autouse=True)
@@ -358,3 +377,21 @@ def dam(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
         return Ran(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def web_library(shared_library: IngestedLibrary):
+    """The shared library opened once per module, as `dam serve` opens it."""
+    from dam_pipeline.library import Library
+
+    return Library(shared_library.settings)
+
+
+@pytest.fixture(scope="module")
+def client(shared_library: IngestedLibrary, web_library):
+    """The web app over the shared library, through FastAPI's test client (as localhost)."""
+    from fastapi.testclient import TestClient
+
+    from dam_pipeline.web import create_app
+
+    return TestClient(create_app(shared_library.settings, web_library), base_url="http://localhost")

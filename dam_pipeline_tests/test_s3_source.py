@@ -13,7 +13,7 @@ from dam_pipeline.defs.resources import build_resources
 from dam_pipeline.keys import encode_prefix
 from dam_pipeline.settings import Settings
 from dam_pipeline.stages import list_raw_images, normalize_partition
-from dam_pipeline_tests.conftest import delete, s3_client, upload
+from dam_pipeline_tests.conftest import delete, ingest, jpeg_bytes, photo, s3_client, upload
 
 
 class SensorDriver:
@@ -220,3 +220,70 @@ def test_a_bucket_video_is_read_once_and_capped(s3_settings: Settings, tmp_path)
     assert [key.rsplit("/", 2)[-2:] for key in gets] == [
         ["v", "talk.mp4"]
     ]  # one GET for the clip, none for the one over the cap
+
+
+def test_a_folder_placeholder_that_holds_bytes_is_quarantined_with_its_reason(
+    s3_settings: Settings, instance
+) -> None:
+    upload(s3_settings, {"b/photo.jpg/": "chelsea", "b/empty/": b"", "b/cat.jpg": "chelsea"})
+    result = ingest(s3_settings, instance)["b"]
+    assert result["raw_images"]["listed"] == 2  # the empty placeholder is structure
+    assert result["vector_index"]["indexed"] == 1 and result["vector_index"]["quarantined"] == 1
+    quarantine = str(result["normalized_images"]["quarantine"])
+    assert "photo.jpg/" in quarantine and "trailing '/'" in quarantine
+
+
+def test_an_archived_object_is_retried_once_restored_and_its_reason_is_one_line(
+    s3_settings: Settings, instance, caplog
+) -> None:
+    from dam_pipeline.sources import parse_s3_uri
+
+    bucket, root = parse_s3_uri(s3_settings.source)
+    client = s3_client(s3_settings)
+    upload(s3_settings, {"cold/cat.jpg": "coffee"})
+    client.put_object(
+        Bucket=bucket,
+        Key=f"{root}/cold/archived.jpg",
+        Body=jpeg_bytes(photo("chelsea")),
+        StorageClass="GLACIER",
+    )
+    first = ingest(s3_settings, instance)["cold"]
+    assert first["vector_index"]["quarantined"] == 1
+    assert "restore it" in str(first["normalized_images"]["quarantine"])
+    assert "Traceback" not in caplog.text
+    client.restore_object(
+        Bucket=bucket, Key=f"{root}/cold/archived.jpg", RestoreRequest={"Days": 1}
+    )
+    second = ingest(s3_settings, instance)["cold"]  # same ETag: retried all the same
+    assert second["vector_index"]["indexed"] == 2 and second["vector_index"]["quarantined"] == 0
+
+
+def test_originals_from_a_bucket_are_typed_by_their_bytes_and_keep_dot_segments(
+    s3_settings: Settings, instance
+) -> None:
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from dam_pipeline.library import Library
+    from dam_pipeline.sources import parse_s3_uri
+    from dam_pipeline.web import create_app
+
+    bucket, root = parse_s3_uri(s3_settings.source)
+    client = s3_client(s3_settings)
+    client.put_object(
+        Bucket=bucket,
+        Key=f"{root}/web/page.jpg",
+        Body=jpeg_bytes(photo("chelsea")),
+        ContentType="text/html",
+    )
+    upload(s3_settings, {"web/a/../dots.jpg": "coffee"})
+    ingest(s3_settings, instance)
+    app = TestClient(create_app(s3_settings, Library(s3_settings)), base_url="http://localhost")
+    typed = app.get("/originals", params={"key": "web/page.jpg"}, follow_redirects=False)
+    assert typed.status_code == 307
+    served = httpx.get(typed.headers["location"])  # what the browser is sent to
+    assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
+    assert served.headers["content-disposition"].startswith("inline")
+    dots = app.get("/originals", params={"key": "web/a/../dots.jpg"}, follow_redirects=False)
+    assert dots.status_code == 200 and dots.headers["content-type"] == "image/jpeg"
+    assert dots.content == jpeg_bytes(photo("coffee"))

@@ -227,7 +227,7 @@ def test_similar_and_duplicates_work_across_photos_and_shots(videos: VideoLibrar
 def test_the_original_streams_with_ranges_and_the_detail_lists_shots(
     videos: VideoLibrary,
 ) -> None:
-    client = TestClient(create_app(videos.settings, videos.library))
+    client = TestClient(create_app(videos.settings, videos.library), base_url="http://localhost")
     hit = videos.library.search("a cat", top_k=1, prefixes=["clips"])[0]
     whole = (videos.settings.layout.library / hit.video_key).read_bytes()
     part = client.get("/originals", params={"key": hit.key}, headers={"Range": "bytes=100-199"})

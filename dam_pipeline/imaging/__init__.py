@@ -6,7 +6,9 @@ from dam_pipeline.imaging.normalize import (
     DecodedImage,
     NormalizeError,
     decode_cost,
+    header_problem,
     normalize_image,
+    sniff_media_type,
 )
 from dam_pipeline.imaging.object_store import FolderObjectStore, ObjectStore, S3ObjectStore
 
@@ -19,6 +21,8 @@ __all__ = [
     "ObjectStore",
     "S3ObjectStore",
     "decode_cost",
+    "header_problem",
     "normalize_image",
     "release_freed_memory",
+    "sniff_media_type",
 ]

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from dam_pipeline.imaging.budget import BYTES_PER_PIXEL
 
@@ -34,6 +34,15 @@ ICNS, PSD, SGI ...) are never tried, whatever the file is named."""
 Image.init()
 DECODERS = tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
 """The allowed formats this Pillow can open (HEIF/AVIF depend on the installed plugins)."""
+
+PngImagePlugin.MAX_TEXT_CHUNK = 16 * 2**20
+"""A PNG's compressed ICC profile or XMP may unpack to this much (Pillow's 1 MB refuses the
+large profiles of print workflows); ``MAX_TEXT_MEMORY`` (64 MB for all of a file's text
+chunks together) still stops a text bomb."""
+
+MAX_JPEG_SCANS = 500
+"""Progressive JPEGs have about ten scans; libjpeg decodes every one of thousands, so a file
+built with 20,000 holds a worker for minutes. More than this is refused before decoding."""
 
 JPEG_QUALITY = 90
 DRAFT_SLACK = 0.75
@@ -60,11 +69,72 @@ class DecodedImage:
 
 
 def _sniff_non_image(data: bytes) -> str | None:
-    head = data[:512].lstrip().lower()
+    """Documents that are not raster images, by how they begin (a JPEG comment or PNG text
+    chunk that mentions ``<svg`` is no SVG document)."""
+    head = data[:512].removeprefix(b"\xef\xbb\xbf").lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         return "the file is an HTML page, not an image (a failed download or an error page?)"
-    if head.startswith(b"<?xml") or b"<svg" in head:
+    if head.startswith((b"<svg", b"<!doctype svg")) or (
+        head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()
+    ):
         return "SVG vector images are not supported: export it to PNG or JPEG"
+    if head.startswith(b"<?xml"):
+        return "the file is an XML document, not an image"
+    return None
+
+
+MAGIC_TYPES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"BM", "image/bmp"),
+)
+
+
+def sniff_media_type(head: bytes) -> str:
+    """The image type of a file by its first bytes (what an original is served as); a
+    file that is none of them is ``application/octet-stream``, a download."""
+    for magic, media_type in MAGIC_TYPES:
+        if head.startswith(magic):
+            return media_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "image/avif"
+        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis", b"hevc"):
+            return "image/heic"
+    return "application/octet-stream"
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """Start-of-scan markers in a JPEG (entropy-coded data escapes 0xFF, so each FF DA is a
+    marker; an embedded thumbnail adds its own one or few)."""
+    return data.count(b"\xff\xda") if data[:2] == b"\xff\xd8" else 0
+
+
+def header_problem(head: bytes, max_pixels: int | None) -> str | None:
+    """Why a file must not be read further, judged from its first bytes alone: a header
+    that declares more pixels than allowed (a sparse 1.5 GB TIFF is refused unread)."""
+    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(head), formats=DECODERS) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit
+        return f"decompression bomb refused: {exc}; raise DAM_MAX_IMAGE_PIXELS if it is genuine"
+    except Exception:
+        return None  # the header alone does not tell: decoding will
+    if limit and width * height > limit:
+        return (
+            f"decompression bomb refused: {width}x{height} pixels is over the limit of "
+            f"{limit:,}; raise DAM_MAX_IMAGE_PIXELS if it is genuine"
+        )
     return None
 
 
@@ -136,6 +206,11 @@ def normalize_image(data: bytes, max_side: int, max_pixels: int | None = None) -
         raise NormalizeError("the file is empty (0 bytes)")
     if reason := _sniff_non_image(data):
         raise NormalizeError(reason)
+    if (scans := jpeg_scan_count(data)) > MAX_JPEG_SCANS:
+        raise NormalizeError(
+            f"a progressive JPEG with {scans:,} scans (over {MAX_JPEG_SCANS}): decoding it "
+            "would hold a worker for minutes; re-save it as a baseline JPEG"
+        )
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     if max_pixels and max_pixels > (Image.MAX_IMAGE_PIXELS or 0):
         Image.MAX_IMAGE_PIXELS = max_pixels  # let Pillow's own guard follow a raised limit

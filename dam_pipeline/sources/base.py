@@ -12,6 +12,11 @@ IMAGE_EXTENSIONS = frozenset(
         ".jpg",
         ".jpeg",
         ".jpe",
+        ".jfif",
+        ".jfi",
+        ".jif",
+        ".pjpeg",
+        ".pjp",
         ".png",
         ".gif",
         ".bmp",
@@ -19,8 +24,13 @@ IMAGE_EXTENSIONS = frozenset(
         ".tiff",
         ".webp",
         ".heic",
+        ".heics",
         ".heif",
+        ".hif",
         ".avif",
+        ".avifs",
+        ".apng",
+        ".dib",
         ".svg",
         ".ppm",
         ".pgm",
@@ -35,8 +45,9 @@ animations stay images)."""
 
 
 def is_image_key(key: str) -> bool:
-    """Image-like by name; content is checked when decoding (and quarantined if it lies)."""
-    return posixpath.splitext(key.lower())[1] in IMAGE_EXTENSIONS
+    """Image-like by name (a bucket's ``photo.jpg/`` placeholder too); content is checked
+    when decoding, whatever the extension says (and quarantined if it lies)."""
+    return posixpath.splitext(key.lower().rstrip("/"))[1] in IMAGE_EXTENSIONS
 
 
 def is_video_key(key: str) -> bool:
@@ -65,6 +76,11 @@ def partition_of(key: str, depth: int) -> str:
     return "/".join(folders)
 
 
+def has_dot_segments(key: str) -> bool:
+    """Whether a key has ``.`` or ``..`` folders, which browsers resolve away in a URL."""
+    return any(part in (".", "..") for part in key.split("/"))
+
+
 def displayable_key(key: str) -> str:
     """A key whose name is not valid UTF-8 (the file system's bytes survive as lone
     surrogates) with those bytes written as ``\\xNN``: safe in JSON and indexes."""
@@ -86,6 +102,11 @@ class SourceObject:
 
 class ObjectGoneError(FileNotFoundError):
     """The object was listed but is gone by the time we read it."""
+
+
+class ObjectUnreadableError(OSError):
+    """The object exists but cannot be read now (archived, refused): its state, not its
+    content, so it is tried again on later runs. The message says what to do."""
 
 
 class SourceUnavailableError(RuntimeError):
@@ -125,6 +146,7 @@ class Source(Protocol):
         decoded from it without holding it whole); raises ``ObjectGoneError`` likewise."""
         ...
 
-    def url_for(self, key: str) -> str:
-        """Where a person can open the object."""
+    def url_for(self, key: str, media_type: str = "") -> str:
+        """Where a person can open the object (shown as ``media_type`` where the source can
+        say so: a presigned bucket URL)."""
         ...

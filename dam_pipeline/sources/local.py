@@ -166,7 +166,7 @@ class LocalFolderSource:
         except FileNotFoundError as exc:
             raise ObjectGoneError(f"{key} is no longer in {self.root}") from exc
 
-    def url_for(self, key: str) -> str:
+    def url_for(self, key: str, media_type: str = "") -> str:
         return str(self._resolve(key))
 
     def _resolve(self, key: str) -> Path:

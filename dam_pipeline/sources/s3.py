@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dam_pipeline.sources.base import (
     ObjectGoneError,
+    ObjectUnreadableError,
     SourceObject,
     SourceUnavailableError,
     partition_level,
@@ -111,7 +112,19 @@ class S3Source:
     def _page_objects(self, page: dict) -> Iterator[SourceObject]:
         for obj in page.get("Contents", []):
             if obj["Key"].endswith("/"):
-                continue  # "folder" placeholder objects
+                if int(obj["Size"]) == 0:
+                    continue  # an empty "folder" placeholder: structure, not content
+                yield SourceObject(  # a placeholder that holds bytes: accounted for, unread
+                    key=self._relative(obj["Key"]),
+                    size=int(obj["Size"]),
+                    last_modified=obj["LastModified"].isoformat(),
+                    version=obj.get("ETag", "").strip('"'),
+                    problem=(
+                        f"the key ends in '/' (a folder placeholder) but holds {obj['Size']} "
+                        "bytes: copy it to a key without the trailing '/' to index it"
+                    ),
+                )
+                continue
             yield SourceObject(
                 key=self._relative(obj["Key"]),
                 size=int(obj["Size"]),
@@ -150,31 +163,51 @@ class S3Source:
 
     def read_bytes(self, key: str, limit: int | None = None) -> bytes:
         extra = {"Range": f"bytes=0-{limit - 1}"} if limit else {}
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key), **extra)
-        except self.client.exceptions.NoSuchKey as exc:
-            raise ObjectGoneError(f"{key} is no longer in {self.source_id}") from exc
-        return response["Body"].read()
+        return self._get(key, **extra)["Body"].read()
 
     def open_object(self, key: str) -> BinaryIO:
         """The object's body as a stream (one GET, read as it arrives)."""
+        return self._get(key)["Body"]
+
+    def _get(self, key: str, **extra: Any) -> dict:
+        """GET the object; what the bucket refuses becomes one line (no traceback): gone,
+        archived, or refused, each an ``OSError`` the stage records (and tries again)."""
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+            return self.client.get_object(Bucket=self.bucket, Key=self._full_key(key), **extra)
         except self.client.exceptions.NoSuchKey as exc:
             raise ObjectGoneError(f"{key} is no longer in {self.source_id}") from exc
-        return response["Body"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "InvalidObjectState":
+                reason = (
+                    "the object is archived (GLACIER or DEEP_ARCHIVE storage class): restore "
+                    "it to index it; it is tried again on every run"
+                )
+            elif code in ("AccessDenied", "403"):
+                reason = "access denied by the bucket: check the bucket policy"
+            else:
+                reason = f"the bucket answered {code or 'an error'}"
+            raise ObjectUnreadableError(reason) from None
+        except BotoCoreError as exc:
+            raise ObjectUnreadableError(f"the bucket could not be reached ({exc})") from None
 
     def _full_key(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
-    def url_for(self, key: str) -> str:
+    def url_for(self, key: str, media_type: str = "") -> str:
+        """A presigned GET; with ``media_type``, the response is typed and shown inline as
+        that (an object stored as ``text/html`` is never served as a page)."""
         full = self._full_key(key)
         if self.public_url_template:
             return self.public_url_template.format(bucket=self.bucket, key=quote(full))
+        params = {"Bucket": self.bucket, "Key": full}
+        if media_type:
+            shown = "attachment" if media_type == "application/octet-stream" else "inline"
+            name = quote(full.rsplit("/", 1)[-1])
+            params["ResponseContentType"] = media_type
+            params["ResponseContentDisposition"] = f"{shown}; filename*=UTF-8''{name}"
         return self.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": full},
-            ExpiresIn=self.url_expiry_seconds,
+            "get_object", Params=params, ExpiresIn=self.url_expiry_seconds
         )
 
 

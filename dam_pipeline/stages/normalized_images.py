@@ -12,6 +12,7 @@ from dam_pipeline.imaging import (
     NormalizeError,
     ObjectStore,
     decode_cost,
+    header_problem,
     normalize_image,
     release_freed_memory,
 )
@@ -36,7 +37,7 @@ def _normalize_object(
     """One object, whatever it holds: an image gives one record, a video one per shot; a
     bad object is one quarantined record with its reason and never fails the partition."""
     if raw.problem:
-        return [quarantined(raw, raw.problem)], None
+        return [quarantined(raw, raw.problem, retry=True)], None
     try:
         if is_video_key(raw.key):
             return normalize_video(source, store, raw, max_side, video, budget)
@@ -60,6 +61,14 @@ def _decode_and_store(
         small = raw.size <= HEADER_BYTES
         data = source.read_bytes(raw.key) if small else b""
         head = data if small else source.read_bytes(raw.key, limit=HEADER_BYTES)
+        if refused := header_problem(head, max_pixels):  # never read the rest of a bomb
+            return quarantined(raw, refused)
+        if raw.size > budget.limit:
+            return quarantined(
+                raw,
+                f"the file is {raw.size / 2**20:,.0f} MB, more than the decoding memory of "
+                f"{budget.limit / 2**20:,.0f} MB: raise DAM_DECODE_MEMORY_MB to index it",
+            )
         with budget.reserve(decode_cost(head, max_side, raw.size)):
             data = data or source.read_bytes(raw.key)
             # The folder source hashed the bytes while listing; S3 objects are hashed here.
@@ -72,9 +81,10 @@ def _decode_and_store(
                 del data
             release_freed_memory()
     except ObjectGoneError:
-        return quarantined(raw, "deleted from the source after it was listed")
-    except (OSError, ValueError) as exc:
-        return quarantined(raw, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
+        return quarantined(raw, "deleted from the source after it was listed", retry=True)
+    except (OSError, ValueError) as exc:  # archived, refused, a read that failed
+        reason = f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+        return quarantined(raw, reason, retry=True)
     digest = store.put(decoded.jpeg)
     return NormalizedImage(
         key=raw.key,
@@ -100,7 +110,7 @@ def _reusable(
     if old is None or old.version != raw.version:
         return False
     if old.status == "quarantined":
-        return True  # the same bytes would fail the same way
+        return not old.retry  # the same bytes fail the same way; a state may change
     return old.max_side == max_side and store.has(old.normalized_hash)
 
 

@@ -27,7 +27,10 @@ shot in progress, the detector's small frames), reserved from the decode budget.
 COPY_CHUNK = 4 * 2**20
 
 
-def quarantined(raw: RawImage, reason: str, content_hash: str | None = None) -> NormalizedImage:
+def quarantined(
+    raw: RawImage, reason: str, content_hash: str | None = None, retry: bool = False
+) -> NormalizedImage:
+    """``retry``: the object's state, not its content, is the reason (see NormalizedImage)."""
     return NormalizedImage(
         key=raw.key,
         version=raw.version,
@@ -35,6 +38,7 @@ def quarantined(raw: RawImage, reason: str, content_hash: str | None = None) -> 
         content_hash=content_hash or raw.content_hash,
         reason=reason,
         last_modified=raw.last_modified,
+        retry=retry,
     )
 
 
@@ -62,10 +66,10 @@ def normalize_video(
     except VideoError as exc:
         return [quarantined(raw, str(exc), content_hash)], None
     except ObjectGoneError:
-        return [quarantined(raw, "deleted from the source after it was listed")], None
+        return [quarantined(raw, "deleted from the source after it was listed", retry=True)], None
     except (OSError, ValueError) as exc:
         reason = f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
-        return [quarantined(raw, reason, content_hash)], None
+        return [quarantined(raw, reason, content_hash, retry=True)], None
     numbered = found.shots[-1].index + 1
     records = []
     for shot in found.shots:
@@ -137,5 +141,5 @@ def reusable_video(
     if not old or any(r.version != raw.version for r in old):
         return False
     if len(old) == 1 and old[0].status == "quarantined":
-        return True
+        return not old[0].retry
     return all(r.max_side == max_side and store.has(r.normalized_hash) for r in old)

@@ -5,11 +5,21 @@ answers exactly as the CLI, the Python API and the Dagster query job do. The lib
 models are opened once per process, when the app is created.
 
 The page is rendered on the server (plain forms and links: it works with the keyboard and
-without JavaScript); the JSON API under ``/api`` is what scripts use, documented at ``/docs``.
+without JavaScript); the JSON API under ``/api`` is what scripts use, described by
+``/openapi.json`` (no documentation page: Swagger UI would load script from a CDN).
+
+Limits: an upload is at most ``DAM_UPLOAD_MAX_MB`` (refused by its declared length, else
+while it streams; a body that stalls for ``BODY_STALL_SECONDS`` is cut off); uploads decode
+within the same memory budget as an ingest (``DAM_DECODE_MEMORY_MB``, the pixel limit
+``DAM_MAX_IMAGE_PIXELS``). Every response forbids framing; without a token the app answers
+only to its own host names (``DAM_SERVE_ALLOWED_HOSTS``).
 """
 
+import asyncio
+import json
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -29,6 +39,7 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -46,13 +57,43 @@ OPEN_PATHS = ("/health", "/login", "/static/")
 THUMBNAIL_CACHE = "public, max-age=31536000, immutable"
 """Thumbnails are addressed by the content hash of their image: they never change."""
 ACTIONS = ("ask", "search")
-API_PATHS = ("/api/", "/thumbnails/", "/originals", "/openapi", "/docs", "/health")
+API_PATHS = ("/api/", "/thumbnails/", "/originals", "/openapi", "/health")
 """Routes that answer machines (JSON errors); the others answer people (a page)."""
 log = logging.getLogger("dam_pipeline.web")
 
 
+BODY_STALL_SECONDS = 30.0
+WRONG_TOKEN_DELAY = 1.0
+"""Seconds every wrong token waits before its answer: guessing is slow."""
+FRAMING = {"X-Frame-Options": "DENY"}
+NO_FRAMES = "frame-ancestors 'none'"
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns: one line saying what went wrong and what to do."""
+
+    error: str
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route (OpenAPI ``responses``)."""
+    meaning = {
+        400: "The request cannot be answered as asked (the message says why).",
+        401: "This server needs a token.",
+        404: "No such image, thumbnail or file.",
+        409: "Nothing is indexed yet: run an ingest.",
+        413: "The upload is larger than DAM_UPLOAD_MAX_MB.",
+        422: "A parameter is missing or not of its type.",
+        503: "The index or its storage cannot answer right now.",
+    }
+    return {
+        status: {"model": ErrorBody, "description": meaning[status]}
+        for status in (*statuses, 401, 422, 503)
+    }
+
+
 # Query parameters (no `from __future__ import annotations` here: FastAPI reads these types)
-TopK = Annotated[int, Query(description="How many images, 1 to 100.")]
+TopK = Annotated[int, Query(ge=1, le=100, description="How many images, 1 to 100.")]
 Prefixes = Annotated[list[str] | None, Query(description="Only these prefixes.")]
 Tags = Annotated[list[str] | None, Query(description="Only images with all these tags.")]
 Day = Annotated[str | None, Query(description="YYYY-MM-DD, on the date taken.")]
@@ -102,7 +143,12 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         title="dam_pipeline",
         summary="Find images by describing them; answers cite the images they come from.",
         version="1",
+        docs_url=None,
+        redoc_url=None,
     )
+    allowed_hosts = _allowed_hosts(settings)
+    # the multipart around an upload is a few hundred bytes; 64 KB of room for it
+    app.add_middleware(BodyLimit, limit=upload_limit + 64 * 1024, megabytes=settings.upload_max_mb)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["cite_links"] = cite_links
     templates.env.filters["printable"] = printable
@@ -142,17 +188,33 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     @app.middleware("http")
     async def require_token(request: Request, call_next):
         path = request.url.path
-        if authorized(request) or path.startswith(OPEN_PATHS):
+        if not token and not _host_allowed(request.headers.get("host", ""), allowed_hosts):
+            response = _error(
+                400,
+                "This host name is not served: open the page by the address it was started "
+                "on, or add the name to DAM_SERVE_ALLOWED_HOSTS.",
+            )
+        elif authorized(request) or path.startswith(OPEN_PATHS):
             try:
                 response = await call_next(request)
             except Exception as exc:  # never a bare 500: say what failed, log it once
                 response = unavailable(request, exc)
-        elif path.startswith(API_PATHS):
-            response = _error(401, "This server needs a token: send 'Authorization: Bearer …'.")
         else:
-            response = RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
+            if _token_given(request):
+                await asyncio.sleep(WRONG_TOKEN_DELAY)  # a wrong one: guessing is slow
+            if path.startswith(API_PATHS):
+                message = "This server needs a token: send 'Authorization: Bearer …'."
+                response = _error(401, message)
+            else:
+                here = path + (f"?{request.url.query}" if request.url.query else "")
+                response = RedirectResponse("/login?" + urlencode({"next": here}), 303)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        policy = response.headers.get("Content-Security-Policy")
+        response.headers["Content-Security-Policy"] = (
+            f"{policy}; {NO_FRAMES}" if policy else NO_FRAMES
+        )
         return response
 
     logged: set[str] = set()
@@ -184,11 +246,22 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     async def invalid_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-        return _error(422, f"{where}: {first.get('msg', 'invalid')}.")
+        said = "is required" if first.get("type") == "missing" else first.get("msg", "invalid")
+        message = f"{where}: {said}."
+        if request.url.path.startswith(API_PATHS):
+            return _error(422, message)
+        return page(request, "results.html", status=400, error=f"This link is not valid: {message}")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        headers = getattr(exc, "headers", None) or {}
+        if request.url.path.startswith(API_PATHS) or request.method not in ("GET", "HEAD"):
+            response = _error(exc.status_code, str(exc.detail))
+        else:
+            shown = "No such page." if exc.status_code == 404 else str(exc.detail)
+            response = page(request, "results.html", status=exc.status_code, error=shown)
+        response.headers.update(headers)  # a 405 keeps its Allow
+        return response
 
     # Things every route shares
 
@@ -232,7 +305,15 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         return {"status": "ok", "indexed": indexed}
 
     def question(
-        q: Annotated[str, Query(description="What to look for, in plain words.")] = "",
+        q: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=2000,
+                pattern=r"\S",
+                description="What to look for, in plain words (not only spaces).",
+            ),
+        ],
         top_k: TopK = 10,
         prefix: Prefixes = None,
         tag: Tags = None,
@@ -245,7 +326,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
 
     Question = Annotated[tuple[str, dict[str, Any]], Depends(question)]
 
-    @app.get("/api/search", tags=["api"])
+    @app.get("/api/search", tags=["api"], responses=errors(400, 409))
     def api_search(asked: Question) -> dict[str, Any]:
         """Images that match the question, best first."""
         q, options = asked
@@ -255,22 +336,24 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             found["rerank_error"] = hits.rerank_error
         return found
 
-    @app.get("/api/ask", tags=["api"])
+    @app.get("/api/ask", tags=["api"], responses=errors(400, 409))
     def api_ask(asked: Question) -> dict[str, Any]:
         """An answer from the retrieved captions only, citing its images as [S1]..[Sn]."""
         q, options = asked
         return answer_json(library.ask(q, **options))
 
-    @app.get("/api/similar", tags=["api"])
-    def api_similar(key: str, top_k: TopK = 10, prefix: Prefixes = None) -> dict[str, Any]:
+    @app.get("/api/similar", tags=["api"], responses=errors(400, 404, 409))
+    def api_similar(
+        key: Annotated[str, Query(min_length=1)], top_k: TopK = 10, prefix: Prefixes = None
+    ) -> dict[str, Any]:
         """Images most like an indexed one."""
         hits = library.similar(key=key, top_k=top_k, prefixes=[p for p in prefix or () if p])
         return {"hits": [hit_json(hit) for hit in hits]}
 
-    @app.post("/api/similar", tags=["api"])
+    @app.post("/api/similar", tags=["api"], responses=errors(400, 409, 413))
     async def api_similar_upload(
         image: Annotated[UploadFile, File(description="An image; it is not stored.")],
-        top_k: Annotated[int, Form()] = 10,
+        top_k: Annotated[int, Form(ge=1, le=100)] = 10,
     ) -> dict[str, Any]:
         """Images most like an uploaded one (normalized, captioned and embedded as the
         pipeline would, then forgotten)."""
@@ -278,8 +361,11 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         hits = await run_in_threadpool(library.similar, image=data, top_k=top_k)
         return {"hits": [hit_json(hit) for hit in hits]}
 
-    @app.get("/api/duplicates", tags=["api"])
-    def api_duplicates(prefix: Prefixes = None, max_distance: int = 6) -> dict[str, Any]:
+    @app.get("/api/duplicates", tags=["api"], responses=errors(400, 409))
+    def api_duplicates(
+        prefix: Prefixes = None,
+        max_distance: Annotated[int, Query(ge=0, le=32, description="Bits of 64.")] = 6,
+    ) -> dict[str, Any]:
         """Groups of near-duplicate images."""
         groups = library.duplicates(prefixes=prefix or None, max_distance=max_distance)
         return {
@@ -288,13 +374,13 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             ]
         }
 
-    @app.get("/api/prefixes", tags=["api"])
+    @app.get("/api/prefixes", tags=["api"], responses=errors(409))
     def api_prefixes() -> dict[str, Any]:
         """The prefixes that hold indexed images."""
         return {"prefixes": library.prefixes()}
 
-    @app.get("/api/image", tags=["api"])
-    def api_image(key: str) -> dict[str, Any]:
+    @app.get("/api/image", tags=["api"], responses=errors(404, 409))
+    def api_image(key: Annotated[str, Query(min_length=1)]) -> dict[str, Any]:
         """Everything the index knows about one image."""
         detail = library.detail(key).to_dict()
         detail["thumbnail_url"] = thumbnail_url(detail["normalized_hash"])
@@ -302,18 +388,19 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             detail["url"] = original_url(key)
         return detail
 
-    @app.get("/thumbnails/{name}", tags=["files"], response_class=Response)
+    @app.get("/thumbnails/{name}", tags=["files"], response_class=Response, responses=errors(404))
     def thumbnail(name: str, request: Request) -> Response:
         """A small JPEG of a normalized image, named by its content hash."""
         digest = name.removesuffix(".jpg")
-        if request.headers.get("if-none-match") == f'"{digest}"':
+        cached = request.headers.get("if-none-match") == f'"{digest}"'
+        if cached and library.has_thumbnail(digest):
             return Response(status_code=304, headers={"Cache-Control": THUMBNAIL_CACHE})
         data = library.thumbnail(digest)
         headers = {"Cache-Control": THUMBNAIL_CACHE, "ETag": f'"{digest}"'}
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/originals", tags=["files"], response_class=Response)
-    def original(key: str) -> Response:
+    @app.get("/originals", tags=["files"], response_class=Response, responses=errors(404, 409))
+    def original(key: Annotated[str, Query(min_length=1)]) -> Response:
         """The original file of an indexed image (a redirect for a bucket)."""
         found = library.original(key)
         if found.url:
@@ -322,7 +409,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         shown = "inline" if found.media_type.startswith(("image/", "video/")) else "attachment"
         headers = {
             "Content-Disposition": f"{shown}; filename*=UTF-8''{name}",
-            "Content-Security-Policy": "default-src 'none'",
+            "Content-Security-Policy": "default-src 'none'; media-src 'self'",
         }
         if found.path is not None:  # a video: the player asks for byte ranges
             return FileResponse(found.path, media_type=found.media_type, headers=headers)
@@ -356,7 +443,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         request: Request,
         q: str = "",
         action: str = "ask",
-        top_k: int = 12,
+        top_k: Annotated[int, Query(ge=1, le=100)] = 12,
         prefix: Prefixes = None,
         tag: str = "",
         date_from: str = "",
@@ -408,7 +495,9 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         return page(request, "detail.html", detail=detail, original=original_url(key))
 
     @app.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
-    def duplicates_page(request: Request, max_distance: int = 6) -> HTMLResponse:
+    def duplicates_page(
+        request: Request, max_distance: Annotated[int, Query(ge=0, le=32)] = 6
+    ) -> HTMLResponse:
         try:
             groups = library.duplicates(max_distance=max_distance)
         except (QueryError, EmptyIndexError) as exc:
@@ -427,12 +516,83 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         next: Annotated[str, Form()] = "/",
     ) -> Response:
         if not token or not secrets.compare_digest(token_given.encode(), token.encode()):
+            time.sleep(WRONG_TOKEN_DELAY)  # guessing is slow (this runs in a worker thread)
             return page(request, "login.html", status=401, next=_local(next), error="Wrong token.")
         response = RedirectResponse(_local(next), status_code=303)
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        secure = request.url.scheme == "https"
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=secure)
         return response
 
     return app
+
+
+class BodyLimit:
+    """Request bodies are read here first, at most ``limit`` bytes: refused at once by
+    their declared length, else as soon as they pass it while streaming (413); a body that
+    stops arriving for ``BODY_STALL_SECONDS`` ends the request (408). The app then reads
+    the body from memory, so no route holds a larger one, however it parses it."""
+
+    def __init__(self, app, limit: int, megabytes: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.megabytes = megabytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, 413, self._too_large())
+            return
+        chunks, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), BODY_STALL_SECONDS)
+            except TimeoutError:
+                await self._refuse(send, 408, "The request body stopped arriving: send it again.")
+                return
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(send, 413, self._too_large())
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()  # the client leaving, as the app may wait for it
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"The upload is larger than {self.megabytes:g} MB (DAM_UPLOAD_MAX_MB)."
+
+    @staticmethod
+    async def _refuse(send, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                    (b"x-frame-options", b"DENY"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(frozen=True)
@@ -459,6 +619,29 @@ def cards(hits: Sequence[Hit]) -> list[Card]:
         if hit.video_key:
             by_video[hit.video_key] = card
     return grid
+
+
+def _token_given(request: Request) -> bool:
+    header = request.headers.get("authorization", "")
+    return header.lower().startswith("bearer ") or TOKEN_COOKIE in request.cookies
+
+
+def _allowed_hosts(settings: Settings) -> frozenset[str]:
+    """The host names a token-less app answers to: its own address, localhost, and
+    ``DAM_SERVE_ALLOWED_HOSTS``."""
+    named = {h.strip().lower() for h in settings.serve_allowed_hosts.split(",") if h.strip()}
+    return frozenset({"localhost", "127.0.0.1", "::1", settings.serve_host.lower(), *named})
+
+
+def _host_allowed(host_header: str, allowed: frozenset[str]) -> bool:
+    if "*" in allowed:
+        return True
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host in allowed
 
 
 def _local(path: str) -> str:
