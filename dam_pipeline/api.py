@@ -41,10 +41,12 @@ def search(
     date_to: date | None = None,
     min_score: float | None = None,
     mode: str | None = None,
+    sort: str = "relevance",
     settings: Settings | None = None,
 ) -> Hits:
-    """Images that match ``question``, best first; filters: prefixes, tags (all required),
-    a date range (taken, else modified) and a minimum similarity."""
+    """Images that match ``question``, best first (``sort="date"``: newest first); filters:
+    prefixes, tags (all required), a date range (taken, else modified) and a minimum
+    similarity."""
     return _library(settings).search(
         question,
         top_k=top_k,
@@ -54,6 +56,7 @@ def search(
         date_to=date_to,
         min_score=min_score,
         mode=mode,
+        sort=sort,
     )
 
 

@@ -136,7 +136,7 @@ def _print_hits(hits, as_json: bool) -> None:
         return
     for hit in hits:
         reranked = f", re-ranked {hit.rerank_score:g}/10" if hit.rerank_score is not None else ""
-        print(f"{hit.rank:>2}. {printable(hit.label)}  (score {hit.score:.3f}{reranked})")
+        print(f"{hit.rank:>2}. {printable(hit.label)}  (relevance {hit.relevance:.3f}{reranked})")
         print(f"    {printable(hit.caption)}")
         print(f"    {printable(hit.url)}")
 
@@ -150,6 +150,7 @@ def _search_options(args: argparse.Namespace) -> dict:
         "date_to": args.date_to,
         "tags": args.tag,
         "mode": args.mode,
+        "sort": args.sort,
     }
 
 
@@ -180,7 +181,7 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
         print("\nSources:")
     for number, hit in enumerate(answer.sources, start=1):
         print(
-            f"  [S{number}] {printable(hit.label)}  (score {hit.score:.3f})  "
+            f"  [S{number}] {printable(hit.label)}  (relevance {hit.relevance:.3f})  "
             f"{printable(hit.caption)}"
         )
     if answer.cost_usd:
@@ -328,7 +329,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     print("\nTop images:")
     for hit in answer["hits"]:
         print(
-            f"  {hit['rank']}. {printable(hit['label']):38} score {hit['score']:.3f}  "
+            f"  {hit['rank']}. {printable(hit['label']):38} relevance {hit['relevance']:.3f}  "
             f"{printable(hit['caption'])}"
         )
     print("\nOpen the Dagster UI (asset graph, partitions, runs, metadata) with:  make dev")
@@ -389,6 +390,12 @@ def _add_query_options(command: argparse.ArgumentParser, *, filters: bool = True
     if not filters:
         return
     command.add_argument("--mode", choices=MODES, help="retrieval mode (default: DAM_SEARCH_MODE)")
+    command.add_argument(
+        "--sort",
+        choices=("relevance", "date"),
+        default="relevance",
+        help="order of the relevant images: best first, or newest first",
+    )
     command.add_argument(
         "--from", dest="date_from", type=date.fromisoformat, help="taken on or after YYYY-MM-DD"
     )

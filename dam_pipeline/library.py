@@ -43,6 +43,7 @@ from dam_pipeline.imaging import (
 )
 from dam_pipeline.keys import decode_prefix, encode_prefix, shot_key, vector_id
 from dam_pipeline.reasoning import Answer, Reasoner
+from dam_pipeline.reasoning.extractive import MIN_RELEVANT_SCORE
 from dam_pipeline.reranking import Candidate, VisionReranker
 from dam_pipeline.retrieval import MODES, Filters, Hit, Hits, KeywordIndex, search
 from dam_pipeline.retrieval.search import moment_label, video_fields
@@ -281,11 +282,15 @@ class Library:
         date_to: date | None = None,
         min_score: float | None = None,
         mode: str | None = None,
+        sort: str = "relevance",
     ) -> Hits:
         """Images that match ``question``, best first. ``mode``: dense, hybrid or keyword
-        (default: ``DAM_SEARCH_MODE``); ``min_score`` default: ``DAM_MIN_SCORE``."""
+        (default: ``DAM_SEARCH_MODE``); ``min_score`` default: ``DAM_MIN_SCORE``; ``sort``
+        ``date`` puts the same relevant images newest first (when taken, else modified)."""
         question = _checked_question(question)
         _check_top_k(top_k)
+        if sort not in SORTS:
+            raise QueryError(f"Unknown sort {sort!r}: use one of {', '.join(SORTS)}.")
         mode = mode or self.settings.search_mode
         if mode not in MODES:
             raise QueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
@@ -302,9 +307,10 @@ class Library:
             url_for=self.source.url_for,
             keyword_weight=self.settings.keyword_weight,
         )
-        if self.reranker is None:
-            return self._shown(found)
-        return self._reranked(question, found, top_k)
+        hits = (
+            self._shown(found) if self.reranker is None else self._reranked(question, found, top_k)
+        )
+        return newest_first(hits) if sort == "date" else hits
 
     def _reranked(self, question: str, found: Sequence[Hit], top_k: int) -> Hits:
         """The first stage's candidates in the re-ranker's order (scored first, best
@@ -320,10 +326,13 @@ class Library:
             range(len(found)),
             key=lambda i: (scores.get(id(found[i])) is None, -(scores.get(id(found[i])) or 0), i),
         )
-        hits = self._shown(
-            replace(found[i], rank=rank, rerank_score=scores.get(id(found[i])))
-            for rank, i in enumerate(order[:top_k], start=1)
-        )
+        ordered, floor = [], 1.0
+        for rank, i in enumerate(order[:top_k], start=1):
+            score = scores.get(id(found[i]))
+            # the re-ranker's score / 10; one it could not see stays below those before it
+            floor = min(floor, score / 10 if score is not None else found[i].relevance)
+            ordered.append(replace(found[i], rank=rank, rerank_score=score, relevance=floor))
+        hits = self._shown(ordered)
         hits.usage, hits.rerank_error = result.usage, result.error
         if result.usage:
             spent = usages_from_json(result.usage)
@@ -355,7 +364,23 @@ class Library:
         images = self.thumbnails(hits) if self.settings.reasoner_vision else None
         answer = self.reasoner.answer(question.strip(), hits, images)
         answer = replace(answer, rerank_error=getattr(hits, "rerank_error", ""))
+        if asks_for_a_number(question):
+            answer = replace(answer, text=f"{self._count(question, search_options)} {answer.text}")
         return self._priced(answer, spend_id, getattr(hits, "usage", None) or {})
+
+    def _count(self, question: str, search_options: dict) -> str:
+        """The number a "how many" question asks for, from the evidence: every image whose
+        caption is at least ``MIN_RELEVANT_SCORE`` similar to it (up to ``COUNT_POOL``
+        looked at, beyond top-k), with the threshold said."""
+        wider = {**search_options, "top_k": COUNT_POOL, "sort": "relevance", "mode": "dense"}
+        pool = self.search(question, **wider)
+        counted = [h for h in pool if (h.similarity or 0.0) >= MIN_RELEVANT_SCORE]
+        more = " or more" if len(pool) == COUNT_POOL and len(counted) == COUNT_POOL else ""
+        noun = "image matches" if len(counted) == 1 else "images match"
+        return (
+            f"{len(counted)}{more} {noun} (caption similarity at least "
+            f"{MIN_RELEVANT_SCORE:.2f}, of the {len(pool)} closest looked at)."
+        )
 
     def _priced(self, answer: Answer, spend_id: str, reranking: dict | None = None) -> Answer:
         """The answer with what it cost: its reasoner's calls (recorded in the ledger
@@ -676,6 +701,27 @@ class Library:
             except NotFoundError:
                 continue  # its normalized image is gone: the reasoner reads the caption only
         return images
+
+
+SORTS = ("relevance", "date")
+COUNT_POOL = 100
+"""How many of the closest images a counting question looks at (the most a search returns)."""
+_HOW_MANY = re.compile(r"\b(?:how many|count|number of)\b", re.IGNORECASE)
+
+
+def asks_for_a_number(question: str) -> bool:
+    """ "How many photos show food?", "count the cats", "the number of boats"."""
+    return bool(_HOW_MANY.search(question))
+
+
+def newest_first(hits: Hits) -> Hits:
+    """The same hits by date, newest first (undated last; ties keep relevance order)."""
+    dated = sorted(hits, key=lambda hit: hit.date or "", reverse=True)
+    dated = sorted(dated, key=lambda hit: not hit.date)  # stable: undated to the end
+    ordered = Hits(replace(hit, rank=rank) for rank, hit in enumerate(dated, start=1))
+    ordered.usage = getattr(hits, "usage", {})
+    ordered.rerank_error = getattr(hits, "rerank_error", "")
+    return ordered
 
 
 def _checked_question(question: str) -> str:

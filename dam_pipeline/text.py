@@ -64,3 +64,23 @@ def format_time(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def format_date(value: str) -> str:
+    """A timestamp as people read it: ``14 Jun 2021, 13:02`` (with its zone when it has
+    one: ``UTC``, ``UTC+02:00``); text that is no timestamp is returned as it is."""
+    from datetime import datetime, timedelta
+
+    try:
+        when = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return value
+    shown = f"{when.day} {when:%b %Y, %H:%M}"
+    offset = when.utcoffset()
+    if offset is None:
+        return shown
+    if offset == timedelta(0):
+        return f"{shown} UTC"
+    sign, offset = ("+", offset) if offset > timedelta(0) else ("-", -offset)
+    hours, minutes = divmod(int(offset.total_seconds()) // 60, 60)
+    return f"{shown} UTC{sign}{hours:02d}:{minutes:02d}"

@@ -286,10 +286,14 @@ def sign(text: str, width: int = 1000, ink: str = "black", paper: str = "white")
     return jpeg_bytes(image)
 
 
-def dated(name: str, when: str) -> bytes:
-    """A photo whose EXIF says when it was taken (``YYYY:MM:DD HH:MM:SS``)."""
+def dated(name: str, when: str, offset: str = "") -> bytes:
+    """A photo whose EXIF says when it was taken (``YYYY:MM:DD HH:MM:SS``) and, with
+    ``offset`` (``+02:00``), in which time zone."""
     exif = Image.Exif()
-    exif[0x8769] = {0x9003: when}  # Exif IFD: DateTimeOriginal
+    taken = {0x9003: when}  # Exif IFD: DateTimeOriginal
+    if offset:
+        taken[0x9011] = offset  # OffsetTimeOriginal
+    exif[0x8769] = taken
     return jpeg_bytes(photo(name), exif=exif.tobytes())
 
 

@@ -19,7 +19,7 @@ def test_a_one_word_query_ranks_the_obvious_photo_first() -> None:
     candidates = {name: (0.3, _metadata(name)) for name in ("coffee", "rocket", "chelsea")}
     obvious = {"kitten": "chelsea", "espresso": "coffee", "spaceflight": "rocket"}
     for word, expected in obvious.items():
-        assert rerank(candidates, embedder.embed_query(word), embedder)[0] == expected, word
+        assert rerank(candidates, embedder.embed_query(word), embedder)[0][0] == expected, word
 
 
 def test_caption_similarity_still_leads_and_unlabelled_hits_are_kept() -> None:
@@ -30,7 +30,11 @@ def test_caption_similarity_still_leads_and_unlabelled_hits_are_kept() -> None:
         "coffee": (0.3, _metadata("coffee")),
         "no labels": (0.45, {"caption": "A photo of a cup of coffee."}),
     }
-    assert rerank(candidates, query, embedder) == ["cat, better caption", "no labels", "coffee"]
+    ranked = rerank(candidates, query, embedder)
+    assert [vid for vid, _, _ in ranked] == ["cat, better caption", "no labels", "coffee"]
+    relevance = [fused for _, fused, _ in ranked]
+    assert relevance == sorted(relevance, reverse=True)  # the figure is the order
+    assert ranked[1][2] is None  # no labels: no agreement, the caption alone
     agreement = agreements(query, [m for _, m in candidates.values()], embedder)
     assert agreement[2] is None and agreement[1] > agreement[0]
-    assert rerank(candidates, query, embedder, weight=0) == list(candidates)
+    assert [vid for vid, _, _ in rerank(candidates, query, embedder, weight=0)] == list(candidates)

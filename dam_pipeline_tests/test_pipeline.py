@@ -103,7 +103,7 @@ def test_query_job_shows_the_answer_as_markdown(shared_library: IngestedLibrary,
     markdown = metadata["answer"].value
     assert "kitchen/coffee.jpg" in markdown and "data:image/jpeg;base64" in markdown
     hits = metadata["hits"]
-    assert [c.name for c in hits.schema.columns][:3] == ["source", "key", "score"]
+    assert [c.name for c in hits.schema.columns][:3] == ["source", "key", "relevance"]
     assert hits.records[0].data["key"] == "kitchen/coffee.jpg"
     assert metadata["dagster/row_count"].value == len(hits.records) == len(output["hits"])
 

@@ -104,7 +104,8 @@ def test_duplicates_prefixes_and_detail(client: TestClient) -> None:
         ("/api/search", {"q": "cat", "top_k": "many"}, 422, "top_k"),
         ("/api/search", {"q": "cat", "date_from": "2024-02-30"}, 400, "YYYY-MM-DD"),
         ("/api/search", {"q": "cat", "prefix": "parties"}, 400, "Unknown prefix 'parties'"),
-        ("/api/search", {"q": "cat", "mode": "fuzzy"}, 400, "search mode"),
+        ("/api/search", {"q": "cat", "mode": "fuzzy"}, 422, "mode"),  # the schema lists them
+        ("/api/search", {"q": "cat", "sort": "size"}, 422, "sort"),
         ("/api/similar", {"key": "kitchen/nope.jpg"}, 404, "not in the index"),
         ("/api/similar", {"key": "../../../etc/passwd"}, 404, "not in the index"),
         ("/api/image", {"key": "kitchen/../../secret.jpg"}, 404, "not in the index"),

@@ -73,6 +73,9 @@ class QueryConfig(dg.Config):
         default=None, description="Drop hits under this similarity (default DAM_MIN_SCORE)."
     )
     max_distance: int = Field(default=6, description="duplicates: Hamming bits of 64 (6 ~ 0.9).")
+    sort: Literal["relevance", "date"] = Field(
+        default="relevance", description="relevance (best first) or date (newest first)."
+    )
 
     def search_options(self) -> dict:
         return {
@@ -83,6 +86,7 @@ class QueryConfig(dg.Config):
             "date_to": _day(self.date_to, "date_to"),
             "min_score": self.min_score,
             "mode": None if self.retrieval == "default" else self.retrieval,
+            "sort": self.sort,
         }
 
 

@@ -55,7 +55,9 @@ HITS_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("source", "string", description="S1, S2 … as the answer cites them"),
         dg.TableColumn("key", "string"),
-        dg.TableColumn("score", "float", description="cosine similarity to the question"),
+        dg.TableColumn(
+            "relevance", "float", description="relevance to the question, in result order"
+        ),
         dg.TableColumn(
             "moment", "string", description="the key, or the video and the shot's times"
         ),
@@ -98,7 +100,7 @@ def hits_table(answer: Answer) -> dg.MetadataValue:
                 {
                     "source": f"S{number}",
                     "key": hit.key,
-                    "score": float(hit.score),
+                    "relevance": float(hit.relevance),
                     "moment": hit.label,
                     "partition": hit.partition,
                     "caption": hit.caption,

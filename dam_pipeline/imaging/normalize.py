@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -138,6 +139,10 @@ def header_problem(head: bytes, max_pixels: int | None) -> str | None:
     return None
 
 
+OFFSET = re.compile(r"[+-]\d\d:\d\d")
+"""EXIF ``OffsetTimeOriginal``: the time zone of the date taken (``+02:00``)."""
+
+
 def _exif_facts(image: Image.Image) -> dict[str, Any]:
     """Camera, date taken and GPS presence, read defensively: a corrupt block is ignored."""
     try:
@@ -155,6 +160,9 @@ def _exif_facts(image: Image.Image) -> dict[str, Any]:
         taken = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
         if taken:
             parsed = datetime.strptime(str(taken).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+            offset = str(sub.get(ExifTags.Base.OffsetTimeOriginal) or "").strip("\x00 ")
+            if OFFSET.fullmatch(offset):  # the camera's time zone, when it recorded one
+                parsed = datetime.fromisoformat(parsed.isoformat() + offset)
             facts["date_taken"] = parsed.isoformat()
         if exif.get_ifd(ExifTags.IFD.GPSInfo):
             facts["has_gps"] = True

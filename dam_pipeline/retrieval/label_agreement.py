@@ -84,14 +84,15 @@ def rerank(
     query_vector: np.ndarray,
     embedder: Embedder,
     weight: float = LABEL_WEIGHT,
-) -> list[str]:
-    """Candidate ids ordered by caption similarity plus ``weight`` × label agreement."""
+) -> list[tuple[str, float, float | None]]:
+    """Candidates as (id, relevance, label agreement), best first: relevance is caption
+    similarity plus ``weight`` × label agreement (None where the image has no labels)."""
     ids = list(candidates)
     if not ids or weight == 0:
-        return ids
+        return [(vid, candidates[vid][0], None) for vid in ids]
     agreement = agreements(query_vector, [candidates[i][1] for i in ids], embedder)
-    fused = {
-        vid: candidates[vid][0] + weight * (extra or 0.0)
+    ranked = [
+        (vid, candidates[vid][0] + weight * (extra or 0.0), extra)
         for vid, extra in zip(ids, agreement, strict=True)
-    }
-    return sorted(ids, key=lambda vid: -fused[vid])
+    ]
+    return sorted(ranked, key=lambda item: -item[1])

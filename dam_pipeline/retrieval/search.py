@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time
 from functools import cached_property
 
@@ -92,6 +92,16 @@ class Hit:
     end_seconds: float | None = None
     rerank_score: float | None = None
     """The re-ranker's relevance, 0-10 (``score`` stays the first stage's similarity)."""
+    relevance: float = 0.0
+    """The one figure whose order is the result order, in every mode: similarity plus label
+    agreement (dense), the fused rank score (hybrid) or BM25 (keyword), each relative to
+    the best hit's, so the first is 1.0; after re-ranking, the re-ranker's score / 10."""
+    similarity: float | None = None
+    """Its parts: cosine similarity of the caption to the question,"""
+    bm25: float | None = None
+    """the keyword index's BM25 score (found by the question's words),"""
+    label_agreement: float | None = None
+    """and how well the classifier's labels agree with the question."""
     thumbnail: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
     """Makes a data URI of a normalized image by its hash (``Library`` sets it), so that a
     notebook shows the image; not part of the data."""
@@ -165,6 +175,8 @@ def hit_from(
         rank=rank,
         key=key,
         score=round(float(score), 4),
+        relevance=round(float(score), 4),  # a search replaces it with its ranking's figure
+        similarity=round(float(score), 4),
         caption=str(metadata.get("caption", "")),
         partition=str(metadata.get("partition", "")),
         url=_url(key, video, url_for),
@@ -187,7 +199,7 @@ def _check_binding(store: VectorStore, embedder: Embedder, query_vector: np.ndar
 
 _ASKING = (
     r"(?:which|what|where|are|is|do|does|did|can|could|have|has|show|find|give|list|get|any|"
-    r"there|me|us|i|we|you|all|some|a|an|the|my|our|of|in|with|that|those|these)"
+    r"there|me|us|i|we|you|all|some|a|an|the|my|our|of|in|with|that|those|these|how|many|count)"
 )
 _MEDIUM = r"(?:photos?|images?|pictures?|pics?|shots?|snaps?|photographs?)"
 _SCAFFOLD = re.compile(
@@ -215,16 +227,24 @@ def focus_question(question: str) -> str:
     return subject if len(subject) >= 2 else question
 
 
-def reciprocal_rank_fusion(
+def fused_scores(
     rankings: Sequence[Sequence[str]], weights: Sequence[float] | None = None, k: int = RRF_K
-) -> list[str]:
-    """Fuse ranked lists: each item scores sum(weight / (k + rank)) over the lists."""
+) -> dict[str, float]:
+    """Reciprocal-rank fusion: each item scores sum(weight / (k + rank)) over the lists,
+    best first."""
     weights = weights or [1.0] * len(rankings)
     scores: dict[str, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
         for position, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + weight / (k + position)
-    return sorted(scores, key=lambda item: -scores[item])
+    return dict(sorted(scores.items(), key=lambda item: -item[1]))
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], weights: Sequence[float] | None = None, k: int = RRF_K
+) -> list[str]:
+    """The fused ranking (``fused_scores``' order)."""
+    return list(fused_scores(rankings, weights, k))
 
 
 def search(
@@ -272,8 +292,10 @@ def search(
             if by_words is not None:
                 lexical[hit.id] = by_words
         by_words_order = sorted(lexical, key=lambda vid: -lexical[vid])
-        order = reciprocal_rank_fusion(
-            [rerank(dense, query_vector, embedder), by_words_order], [1.0, keyword_weight]
+        by_meaning = rerank(dense, query_vector, embedder)
+        agreement = {vid: extra for vid, _, extra in by_meaning}
+        relevance = fused_scores(
+            [[vid for vid, _, _ in by_meaning], by_words_order], [1.0, keyword_weight]
         )
     else:
         if query_vector is not None:
@@ -284,17 +306,22 @@ def search(
             lexical = dict(keywords.search(question, pool, where.partitions or None))
         # what the classifier saw counts beside the caption (label_agreement.py)
         by_meaning = rerank(dense, query_vector, embedder) if query_vector is not None else []
+        agreement = {vid: extra for vid, _, extra in by_meaning}
         if mode == "dense":
-            order = by_meaning
+            relevance = {vid: fused for vid, fused, _ in by_meaning}
         elif mode == "keyword":
-            order = list(lexical)
+            relevance = dict(lexical)
         else:
-            order = reciprocal_rank_fusion([by_meaning, list(lexical)], [1.0, keyword_weight])
+            ranked = [[vid for vid, _, _ in by_meaning], list(lexical)]
+            relevance = fused_scores(ranked, [1.0, keyword_weight])
+        order = list(relevance)
         missing = [(vid, "") for vid in order if vid not in dense]
         fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}
         for vid, (vector, metadata, _) in fetched.items():
             similarity = float(vector @ query_vector) if query_vector is not None else lexical[vid]
             found_by_words_only[vid] = (similarity, metadata)
+    order = list(relevance)
+    best = max((abs(v) for v in relevance.values()), default=1.0) or 1.0
     hits: list[Hit] = []
     for vid in order:
         if vid in dense:
@@ -313,10 +340,23 @@ def search(
         matched = "keyword" if found_by_words else "dense"
         if vid in dense and found_by_words:
             matched = "both"
-        hits.append(hit_from(metadata, vid, score, len(hits) + 1, url_for, matched))
+        hit = hit_from(metadata, vid, score, len(hits) + 1, url_for, matched)
+        hits.append(
+            replace(
+                hit,
+                relevance=round(relevance[vid] / best, 4),
+                similarity=None if mode == "keyword" else round(float(score), 4),
+                bm25=round(lexical[vid], 4) if vid in lexical else None,
+                label_agreement=_rounded(agreement.get(vid)),
+            )
+        )
         if len(hits) == top_k:
             break
     return hits
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
 
 
 def _committed(

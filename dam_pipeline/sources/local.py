@@ -103,9 +103,10 @@ class LocalFolderSource:
             link = path.lstat()
         except OSError as exc:
             return SourceObject(key, 0, "", "", problem=f"cannot be listed: {exc.strerror}")
-        # ctime moves when a file is copied or moved in with an old mtime, so the upload
-        # sensor sees it; the inode tells a replaced file from the old one.
-        arrived = datetime.fromtimestamp(max(link.st_mtime, link.st_ctime), UTC).isoformat()
+        # A photo is dated by when it was modified, as photo managers do (never by the
+        # inode's change time, which every copy, chmod or rename moves); what the sensors
+        # compare is the version: size, mtime and inode tell a changed or replaced file.
+        modified = datetime.fromtimestamp(link.st_mtime, UTC).isoformat()
         version = f"{link.st_size}-{link.st_mtime_ns}-{link.st_ino}"
         problem = self._unreadable(path, key)
         size = 0
@@ -113,7 +114,7 @@ class LocalFolderSource:
             target = path.stat()
             size = target.st_size
             version = f"{target.st_size}-{target.st_mtime_ns}-{target.st_ino}-{version}"
-        return SourceObject(key, size, arrived, version, problem=problem)
+        return SourceObject(key, size, modified, version, problem=problem)
 
     def _unreadable(self, path: Path, key: str) -> str:
         """Why this entry must not be opened, or ``""``: only regular files inside the

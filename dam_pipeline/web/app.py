@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -49,7 +49,7 @@ from dam_pipeline.library import EmptyIndexError, Library, NotFoundError, QueryE
 from dam_pipeline.reasoning import Answer
 from dam_pipeline.retrieval import Hit
 from dam_pipeline.settings import Settings
-from dam_pipeline.text import format_time, printable
+from dam_pipeline.text import format_date, format_time, printable
 
 HERE = Path(__file__).resolve().parent
 TOKEN_COOKIE = "dam_token"
@@ -97,7 +97,13 @@ TopK = Annotated[int, Query(ge=1, le=100, description="How many images, 1 to 100
 Prefixes = Annotated[list[str] | None, Query(description="Only these prefixes.")]
 Tags = Annotated[list[str] | None, Query(description="Only images with all these tags.")]
 Day = Annotated[str | None, Query(description="YYYY-MM-DD, on the date taken.")]
-Mode = Annotated[str | None, Query(description="dense, hybrid or keyword.")]
+Mode = Annotated[
+    Literal["dense", "hybrid", "keyword"] | None, Query(description="dense, hybrid or keyword.")
+]
+Sort = Annotated[
+    Literal["relevance", "date"],
+    Query(description="relevance (best first) or date (the same images, newest first)."),
+]
 
 
 class UploadTooLarge(QueryError):
@@ -154,6 +160,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     templates.env.filters["printable"] = printable
     templates.env.filters["cards"] = cards
     templates.env.filters["clock"] = format_time
+    templates.env.filters["when"] = format_date
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def thumbnail_url(digest: str) -> str:
@@ -272,8 +279,10 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         date_from: str | None,
         date_to: str | None,
         mode: str | None,
+        sort: str = "relevance",
     ) -> dict[str, Any]:
         return {
+            "sort": sort,
             "top_k": top_k,
             "prefixes": [p for p in prefix or () if p],
             "tags": [t for t in tag or () if t],
@@ -320,9 +329,10 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         date_from: Day = None,
         date_to: Day = None,
         mode: Mode = None,
+        sort: Sort = "relevance",
     ) -> tuple[str, dict[str, Any]]:
         """The question and its search options, shared by /api/search and /api/ask."""
-        return q, search_options(top_k, prefix, tag, date_from, date_to, mode)
+        return q, search_options(top_k, prefix, tag, date_from, date_to, mode, sort)
 
     Question = Annotated[tuple[str, dict[str, Any]], Depends(question)]
 
@@ -449,9 +459,11 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         date_from: str = "",
         date_to: str = "",
         mode: str = "",
+        sort: str = "relevance",
         like: str = "",
     ) -> HTMLResponse:
         selected = {
+            "sort": sort,
             "prefix": (prefix or [""])[0],
             "tag": tag,
             "date_from": date_from,
@@ -466,7 +478,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             if not q.strip():
                 library.require_index()
                 return page(request, "results.html", hits=None, **context)
-            options = search_options(top_k, prefix, tag.split(), date_from, date_to, mode)
+            options = search_options(top_k, prefix, tag.split(), date_from, date_to, mode, sort)
             if action == "search":
                 hits = library.search(q, **options)
                 return page(request, "results.html", hits=hits, **context)
