@@ -142,27 +142,28 @@ def run(
     library = work / "library" / "camera"
     make_camera_library(library, config["images"])
     out = {}
+    # The limit is measured just before and just after the ingest, on the same photos, so
+    # that the ratio compares figures of one machine state; their spread is reported.
+    _module(
+        "bench.limit",
+        *("--library", str(library), "--json", str(work / "limit.json")),
+        *("--naive", str(config["naive"])),
+    )
+    before = json.loads((work / "limit.json").read_text())
     shutil.rmtree(work / "data", ignore_errors=True)  # a first run starts from nothing
     _module(
         "bench.ingest",
-        "--library",
-        str(library.parent),
-        "--data",
-        str(work / "data"),
-        "--json",
-        str(work / "ingest.json"),
+        *("--library", str(library.parent), "--data", str(work / "data")),
+        *("--json", str(work / "ingest.json")),
     )
     out["ingest"] = json.loads((work / "ingest.json").read_text())
     _module(
         "bench.limit",
-        "--library",
-        str(library),
-        "--json",
-        str(work / "limit.json"),
-        "--naive",
-        str(config["naive"]),
+        *("--library", str(library), "--json", str(work / "limit.json"), "--naive", "0"),
     )
-    out.update(json.loads((work / "limit.json").read_text()))
+    after = json.loads((work / "limit.json").read_text())["limit"]
+    out["naive"] = before["naive"]
+    out["limit"] = interleaved_limit([before["limit"], after])
     _module(
         "bench.query_latency",
         "--sizes",
@@ -243,8 +244,10 @@ def run(
         _module("bench.people", "--eval-set", str(eval_set), "--json", str(work / "people.json"))
         out["people"] = json.loads((work / "people.json").read_text())
     e2e = out["ingest"]["images_per_second"]
+    runs = [run["images_per_second"] for run in out["limit"]["runs"]]
     out["ratios"] = {
         "vs_limit": round(e2e / out["limit"]["images_per_second"], 3),
+        "vs_limit_range": [round(e2e / max(runs), 3), round(e2e / min(runs), 3)],
         "vs_naive": round(e2e / out["naive"]["images_per_second"], 2),
     }
     return {
@@ -254,6 +257,19 @@ def run(
         "machine": machine(),
         "targets": TARGETS,
         **out,
+    }
+
+
+def interleaved_limit(runs: list[dict]) -> dict:
+    """The limit as the mean of its runs before and after the ingest, with each run kept
+    and the spread between them (how far one draw could move the ratio)."""
+    rates = [run["images_per_second"] for run in runs]
+    mean = sum(rates) / len(rates)
+    return {
+        "images": runs[0]["images"],
+        "images_per_second": round(mean, 2),
+        "runs": runs,
+        "spread": round((max(rates) - min(rates)) / mean, 3),
     }
 
 
@@ -273,9 +289,11 @@ def markdown(result: dict) -> str:
             "",
         ),
         (
-            "limit: decode + caption models (classifier and people detectors), batched",
+            "limit: decode + caption models (classifier and people detectors), batched; "
+            "the mean of runs just before and just after the ingest",
             f"{limit['images_per_second']} img/s",
-            "",
+            " / ".join(f"{run['images_per_second']}" for run in limit.get("runs", []))
+            + f" img/s (spread {limit.get('spread', 0):.0%})",
         ),
         (
             "naive loop: full decode, one image at a time, one upsert each "
@@ -284,8 +302,10 @@ def markdown(result: dict) -> str:
             "",
         ),
         (
-            "end to end / limit",
-            str(ratios["vs_limit"]),
+            "end to end / limit (range over the two limit runs)",
+            f"{ratios['vs_limit']} ({ratios['vs_limit_range'][0]}–{ratios['vs_limit_range'][1]})"
+            if "vs_limit_range" in ratios
+            else str(ratios["vs_limit"]),
             f"≥ {TARGETS['vs_limit']} ({_met(ratios['vs_limit'], TARGETS['vs_limit'])})",
         ),
         (

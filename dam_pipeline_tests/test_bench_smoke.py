@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dam_pipeline
 from dam_pipeline_tests.conftest import jpeg_bytes, photo
 
@@ -77,7 +79,12 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     }
     assert result["ingest"]["images_per_second"] > 0 and result["ingest"]["peak_rss_mb"] > 0
     assert result["limit"]["images"] == 3 and result["naive"]["images"] == 2
-    assert set(result["ratios"]) == {"vs_limit", "vs_naive"}
+    assert set(result["ratios"]) == {"vs_limit", "vs_limit_range", "vs_naive"}
+    runs = [run["images_per_second"] for run in result["limit"]["runs"]]
+    assert len(runs) == 2  # measured before and after the ingest
+    assert result["limit"]["images_per_second"] == pytest.approx(sum(runs) / 2, abs=0.01)
+    low, high = result["ratios"]["vs_limit_range"]
+    assert low <= result["ratios"]["vs_limit"] <= high
     assert result["query_latency"][0]["vectors"] == 200
     assert {"p50_ms", "p95_ms", "http_p50_ms", "http_p95_ms"} <= set(result["query_latency"][0])
     quality = result["retrieval_quality"]["modes"]["dense"]
