@@ -41,6 +41,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model loading is not news
 
 from dam_pipeline.retrieval.search import MODES
+from dam_pipeline.search_request import (
+    DEFAULT_TOP_K,
+    DUPLICATE_DISTANCE,
+    MAX_TOP_K,
+    SearchRequest,
+)
 from dam_pipeline.settings import Settings
 from dam_pipeline.text import printable
 
@@ -141,23 +147,25 @@ def _print_hits(hits, as_json: bool) -> None:
         print(f"    {printable(hit.url)}")
 
 
-def _search_options(args: argparse.Namespace) -> dict:
-    return {
-        "top_k": args.top_k,
-        "prefixes": args.prefix,
-        "min_score": args.min_score,
-        "date_from": args.date_from,
-        "date_to": args.date_to,
-        "tags": args.tag,
-        "mode": args.mode,
-        "sort": args.sort,
-    }
+def _request(args: argparse.Namespace) -> SearchRequest:
+    """The command line's ``SearchRequest`` (what the page, the API and the job build too)."""
+    return SearchRequest.of(
+        args.question,
+        top_k=args.top_k,
+        prefixes=args.prefix,
+        min_score=args.min_score,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        tags=args.tag,
+        mode=args.mode,
+        sort=args.sort,
+    )
 
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline import api
 
-    hits = api.search(args.question, settings=settings, **_search_options(args))
+    hits = api.find(_request(args), settings=settings)
     if not hits and not args.json:
         floor = settings.min_score if args.min_score is None else args.min_score
         print(
@@ -172,7 +180,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     from dam_pipeline import api
 
-    answer = api.ask(args.question, settings=settings, **_search_options(args))
+    answer = api.answer(_request(args), settings=settings)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return 0
@@ -258,7 +266,7 @@ def cmd_similar(settings: Settings, args: argparse.Namespace) -> int:
     hits = api.similar(
         key=args.key,
         image=args.image,
-        top_k=args.top_k,
+        top_k=args.top_k or DEFAULT_TOP_K,
         prefixes=args.prefix,
         min_score=args.min_score,
         settings=settings,
@@ -324,7 +332,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     if status:
         return status
     print(f"\nQuestion: {DEMO_QUESTION}\n")
-    answer = run_query_job(settings, DEMO_QUESTION)
+    answer = run_query_job(settings, DEMO_QUESTION, top_k=DEMO_IMAGES)
     print(printable(answer["answer"], keep_newlines=True))
     print("\nTop images:")
     for hit in answer["hits"]:
@@ -364,7 +372,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_query_job(settings: Settings, question: str, top_k: int = 5) -> dict:
+DEMO_IMAGES = 5
+"""The demo prints the answer and its five best images."""
+
+
+def run_query_job(settings: Settings, question: str, top_k: int = DEFAULT_TOP_K) -> dict:
     """Ask through Dagster's query_job, so the question shows in the UI too."""
     from dam_pipeline.definitions import build_definitions
 
@@ -379,7 +391,9 @@ def run_query_job(settings: Settings, question: str, top_k: int = 5) -> dict:
 
 
 def _add_query_options(command: argparse.ArgumentParser, *, filters: bool = True) -> None:
-    command.add_argument("-k", "--top-k", type=int, default=5, help="how many images (1-100)")
+    command.add_argument(
+        "-k", "--top-k", type=int, help=f"how many images, 1-{MAX_TOP_K} (default {DEFAULT_TOP_K})"
+    )
     command.add_argument(
         "--prefix", action="append", help="only this prefix (repeatable), e.g. 'kitchen'"
     )
@@ -393,8 +407,7 @@ def _add_query_options(command: argparse.ArgumentParser, *, filters: bool = True
     command.add_argument(
         "--sort",
         choices=("relevance", "date"),
-        default="relevance",
-        help="order of the relevant images: best first, or newest first",
+        help="order of the relevant images: relevance (best first, the default) or date",
     )
     command.add_argument(
         "--from", dest="date_from", type=date.fromisoformat, help="taken on or after YYYY-MM-DD"
@@ -444,7 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     dupes = command("duplicates", cmd_duplicates, "groups of near-duplicate images")
     dupes.add_argument("--prefix", action="append", help="only this prefix (repeatable)")
     dupes.add_argument(
-        "--max-distance", type=int, default=6, help="Hamming bits of 64 (6 ≈ similarity 0.9)"
+        "--max-distance",
+        type=int,
+        default=DUPLICATE_DISTANCE,
+        help=f"Hamming bits of 64 ({DUPLICATE_DISTANCE} ≈ similarity 0.9)",
     )
     dupes.add_argument("--json", action="store_true", help="machine-readable output")
     status = command("status", cmd_status, "per prefix: captioned, failed and deferred, by reason")

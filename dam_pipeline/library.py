@@ -54,13 +54,20 @@ from dam_pipeline.retrieval.similar import (
     similar_to_vector,
     vector_for_image,
 )
+from dam_pipeline.search_request import (
+    DEFAULT_TOP_K,
+    DUPLICATE_DISTANCE,
+    MAX_DUPLICATE_DISTANCE,
+    MAX_TOP_K,
+    QueryError,
+    SearchRequest,
+)
 from dam_pipeline.settings import Settings
 from dam_pipeline.sources import ObjectGoneError, Source, is_media_key, is_video_key
 from dam_pipeline.sources.base import has_dot_segments, partition_of
 from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
 
-MAX_TOP_K = 100
 PIPELINE_ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 VISION_IMAGES = 3
 VISION_SIDE = 512
@@ -68,10 +75,6 @@ NOTEBOOK_SIDE = 180
 THUMBNAIL_THREADS = 4
 RERANK_SIDE = 384
 """Thumbnails shown to the re-ranker: enough to judge a photo, few tokens each."""
-
-
-class QueryError(ValueError):
-    """The request cannot be answered as asked (empty question, unknown prefix ...)."""
 
 
 class NotFoundError(QueryError):
@@ -271,46 +274,45 @@ class Library:
 
     # User actions
 
-    def search(
-        self,
-        question: str,
-        *,
-        top_k: int = 5,
-        prefixes: Sequence[str] | None = None,
-        tags: Sequence[str] | None = None,
-        date_from: date | None = None,
-        date_to: date | None = None,
-        min_score: float | None = None,
-        mode: str | None = None,
-        sort: str = "relevance",
-    ) -> Hits:
-        """Images that match ``question``, best first. ``mode``: dense, hybrid or keyword
-        (default: ``DAM_SEARCH_MODE``); ``min_score`` default: ``DAM_MIN_SCORE``; ``sort``
-        ``date`` puts the same relevant images newest first (when taken, else modified)."""
-        question = _checked_question(question)
-        _check_top_k(top_k)
-        if sort not in SORTS:
-            raise QueryError(f"Unknown sort {sort!r}: use one of {', '.join(SORTS)}.")
-        mode = mode or self.settings.search_mode
+    def search(self, question: str, **options: object) -> Hits:
+        """Images that match ``question``, best first; ``options`` are the fields of
+        ``SearchRequest`` (top_k, prefixes, tags, date_from, date_to, min_score, mode,
+        sort), each with its one default."""
+        return self.find(SearchRequest.of(question, **options))
+
+    def find(self, request: SearchRequest) -> Hits:
+        """The images a request asks for. ``mode`` None: ``DAM_SEARCH_MODE``; ``min_score``
+        None: ``DAM_MIN_SCORE``; ``sort`` date puts the same relevant images newest first
+        (when taken, else modified)."""
+        mode = request.mode or self.settings.search_mode
         if mode not in MODES:
             raise QueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
         self.require_index()
+        top_k = request.top_k
         first_k = max(top_k, self.settings.rerank_top_n) if self.reranker else top_k
+        filters = self.filters(
+            request.prefixes,
+            request.date_from,
+            request.date_to,
+            request.tags,
+            self._min_score(request.min_score),
+        )
         found = search(
-            question,
+            request.question,
             self.embedder,
             self.index,
             top_k=first_k,
-            filters=self.filters(prefixes, date_from, date_to, tags, self._min_score(min_score)),
+            filters=filters,
             mode=mode,
             keywords=self.keywords,
             url_for=self.source.url_for,
             keyword_weight=self.settings.keyword_weight,
         )
-        hits = (
-            self._shown(found) if self.reranker is None else self._reranked(question, found, top_k)
-        )
-        return newest_first(hits) if sort == "date" else hits
+        if self.reranker is None:
+            hits = self._shown(found)
+        else:
+            hits = self._reranked(request.question, found, top_k)
+        return newest_first(hits) if request.sort == "date" else hits
 
     def _reranked(self, question: str, found: Sequence[Hit], top_k: int) -> Hits:
         """The first stage's candidates in the re-ranker's order (scored first, best
@@ -356,24 +358,27 @@ class Library:
             made = list(pool.map(one, list(dict.fromkeys(digests))))
         return [candidate for candidate in made if candidate is not None]
 
-    def ask(self, question: str, *, spend_id: str = "question", **search_options) -> Answer:
+    def ask(self, question: str, *, spend_id: str = "question", **options: object) -> Answer:
+        """``answer`` for a question and the options of ``SearchRequest``."""
+        return self.answer(SearchRequest.of(question, **options), spend_id=spend_id)
+
+    def answer(self, request: SearchRequest, *, spend_id: str = "question") -> Answer:
         """Search, then answer from the retrieved captions only, citing them as [S1]..[Sn];
         a vision reasoner also sees the top images. What the question cost at paid
         providers is in the answer and in the spend ledger (under ``spend_id``)."""
-        hits = self.search(question, **search_options)
+        hits = self.find(request)
         images = self.thumbnails(hits) if self.settings.reasoner_vision else None
-        answer = self.reasoner.answer(question.strip(), hits, images)
+        answer = self.reasoner.answer(request.question, hits, images)
         answer = replace(answer, rerank_error=getattr(hits, "rerank_error", ""))
-        if asks_for_a_number(question):
-            answer = replace(answer, text=f"{self._count(question, search_options)} {answer.text}")
+        if asks_for_a_number(request.question):
+            answer = replace(answer, text=f"{self._count(request)} {answer.text}")
         return self._priced(answer, spend_id, getattr(hits, "usage", None) or {})
 
-    def _count(self, question: str, search_options: dict) -> str:
+    def _count(self, request: SearchRequest) -> str:
         """The number a "how many" question asks for, from the evidence: every image whose
         caption is at least ``MIN_RELEVANT_SCORE`` similar to it (up to ``COUNT_POOL``
         looked at, beyond top-k), with the threshold said."""
-        wider = {**search_options, "top_k": COUNT_POOL, "sort": "relevance", "mode": "dense"}
-        pool = self.search(question, **wider)
+        pool = self.find(request.replace(top_k=COUNT_POOL, sort="relevance", mode="dense"))
         counted = [h for h in pool if (h.similarity or 0.0) >= MIN_RELEVANT_SCORE]
         more = " or more" if len(pool) == COUNT_POOL and len(counted) == COUNT_POOL else ""
         noun = "image matches" if len(counted) == 1 else "images match"
@@ -399,7 +404,7 @@ class Library:
         *,
         key: str | None = None,
         image: bytes | str | Path | None = None,
-        top_k: int = 5,
+        top_k: int = DEFAULT_TOP_K,
         prefixes: Sequence[str] | None = None,
         min_score: float | None = None,
     ) -> Hits:
@@ -448,11 +453,14 @@ class Library:
         return DecodeBudget(self.settings.decode_memory_mb * 2**20)
 
     def duplicates(
-        self, *, prefixes: Sequence[str] | None = None, max_distance: int = 6
+        self, *, prefixes: Sequence[str] | None = None, max_distance: int = DUPLICATE_DISTANCE
     ) -> list[DuplicateGroup]:
         """Groups of near-duplicate images (re-encoded, resized or lightly edited copies)."""
-        if not 0 <= max_distance <= 32:
-            raise QueryError(f"max_distance is in bits of 64, from 0 to 32, not {max_distance}.")
+        if not 0 <= max_distance <= MAX_DUPLICATE_DISTANCE:
+            raise QueryError(
+                f"max_distance is in bits of 64, from 0 to {MAX_DUPLICATE_DISTANCE}, "
+                f"not {max_distance}."
+            )
         self.require_index()
         self.filters(prefixes)  # refuses unknown prefixes
         partitions = [encode_prefix(p) for p in prefixes] if prefixes else self.partitions()
@@ -703,7 +711,6 @@ class Library:
         return images
 
 
-SORTS = ("relevance", "date")
 COUNT_POOL = 100
 """How many of the closest images a counting question looks at (the most a search returns)."""
 _HOW_MANY = re.compile(r"\b(?:how many|count|number of)\b", re.IGNORECASE)
@@ -722,13 +729,6 @@ def newest_first(hits: Hits) -> Hits:
     ordered.usage = getattr(hits, "usage", {})
     ordered.rerank_error = getattr(hits, "rerank_error", "")
     return ordered
-
-
-def _checked_question(question: str) -> str:
-    question = (question or "").strip()
-    if not question:
-        raise QueryError("The question is empty: describe the image you are looking for.")
-    return question
 
 
 def _check_top_k(top_k: int) -> None:

@@ -105,3 +105,46 @@ def test_the_relevance_shown_is_the_order_of_the_results(library: Library, mode:
         assert all(hit.bm25 is not None and hit.similarity is None for hit in hits)
     else:
         assert all(hit.similarity is not None for hit in hits)
+
+
+class RecordingLibrary(Library):
+    """The library, keeping the request each call of ``find`` received."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.requests: list = []
+
+    def find(self, request):
+        self.requests.append(request)
+        return super().find(request)
+
+
+def test_every_front_end_builds_the_same_request_with_the_same_defaults(
+    library: Library,
+) -> None:
+    from dam_pipeline import api
+    from dam_pipeline.cli import _request, build_parser
+    from dam_pipeline.defs.jobs import QueryConfig
+    from dam_pipeline.search_request import DEFAULT_TOP_K, SearchRequest
+
+    wanted = SearchRequest.of("a cup", tags=["cup"], date_from="2021-01-01", sort="date")
+    assert wanted.top_k == DEFAULT_TOP_K and wanted.prefixes == ()
+    cli = build_parser().parse_args(
+        ["search", "a cup", "--tag", "cup", "--from", "2021-01-01", "--sort", "date"]
+    )
+    assert _request(cli) == wanted
+    job = QueryConfig(mode="search", question="a cup", tags=["cup"], date_from="2021-01-01",
+                      sort="date")  # fmt: skip
+    assert job.request() == wanted
+    recording = RecordingLibrary(library.settings)
+    web = TestClient(create_app(recording.settings, recording), base_url="http://localhost")
+    web.get("/api/search", params={"q": "a cup", "tag": "cup", "date_from": "2021-01-01",
+                                   "sort": "date"})  # fmt: skip
+    web.get("/", params={"q": "a cup", "tag": "cup", "date_from": "2021-01-01",
+                         "sort": "date", "action": "search"})  # fmt: skip
+    assert recording.requests == [wanted, wanted]
+    found = api.search("a cup", tags=["cup"], date_from=datetime(2021, 1, 1).date(),
+                       sort="date", settings=library.settings)  # fmt: skip
+    assert [h.key for h in found] == [h.key for h in library.find(wanted)]
+    bad = web.get("/api/search", params={"q": "cup", "date_from": "2024-02-30"})
+    assert bad.status_code == 400 and "YYYY-MM-DD" in bad.json()["error"]

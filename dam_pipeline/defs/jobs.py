@@ -1,6 +1,5 @@
 """Jobs: ingest a partition, register the prefixes that exist, and answer a question."""
 
-from datetime import date
 from typing import Literal
 
 import dagster as dg
@@ -24,6 +23,13 @@ from dam_pipeline.defs.resources import (
 )
 from dam_pipeline.library import EmptyIndexError, QueryError
 from dam_pipeline.reasoning import Answer
+from dam_pipeline.search_request import (
+    DEFAULT_TOP_K,
+    DUPLICATE_DISTANCE,
+    MAX_DUPLICATE_DISTANCE,
+    MAX_TOP_K,
+    SearchRequest,
+)
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -64,7 +70,9 @@ class QueryConfig(dg.Config):
     retrieval: Literal["default", "dense", "hybrid", "keyword"] = Field(
         default="default", description="default (DAM_SEARCH_MODE), dense, hybrid or keyword."
     )
-    top_k: int = Field(default=5, ge=1, le=100, description="How many images to retrieve.")
+    top_k: int = Field(
+        default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="How many images to retrieve."
+    )
     prefixes: list[str] = Field(default_factory=list, description="Limit to these prefixes.")
     tags: list[str] = Field(default_factory=list, description="Require all these tags.")
     date_from: str = Field(default="", description="YYYY-MM-DD, on the date taken (else modified).")
@@ -72,29 +80,29 @@ class QueryConfig(dg.Config):
     min_score: float | None = Field(
         default=None, description="Drop hits under this similarity (default DAM_MIN_SCORE)."
     )
-    max_distance: int = Field(default=6, description="duplicates: Hamming bits of 64 (6 ~ 0.9).")
+    max_distance: int = Field(
+        default=DUPLICATE_DISTANCE,
+        ge=0,
+        le=MAX_DUPLICATE_DISTANCE,
+        description="duplicates: Hamming bits of 64 (6 ~ similarity 0.9).",
+    )
     sort: Literal["relevance", "date"] = Field(
         default="relevance", description="relevance (best first) or date (newest first)."
     )
 
-    def search_options(self) -> dict:
-        return {
-            "top_k": self.top_k,
-            "prefixes": self.prefixes,
-            "tags": self.tags,
-            "date_from": _day(self.date_from, "date_from"),
-            "date_to": _day(self.date_to, "date_to"),
-            "min_score": self.min_score,
-            "mode": None if self.retrieval == "default" else self.retrieval,
-            "sort": self.sort,
-        }
-
-
-def _day(text: str, name: str) -> date | None:
-    try:
-        return date.fromisoformat(text) if text else None
-    except ValueError:
-        raise QueryError(f"{name} must be a date as YYYY-MM-DD, not {text!r}.") from None
+    def request(self) -> SearchRequest:
+        """The job's ``SearchRequest`` (what the CLI, the page and the API build too)."""
+        return SearchRequest.of(
+            self.question,
+            top_k=self.top_k,
+            prefixes=self.prefixes,
+            tags=self.tags,
+            date_from=self.date_from,
+            date_to=self.date_to,
+            min_score=self.min_score,
+            mode=None if self.retrieval == "default" else self.retrieval,
+            sort=self.sort,
+        )
 
 
 @dg.op
@@ -147,21 +155,20 @@ def _answer(library, config: QueryConfig, run_id: str) -> Answer:
     if config.mode == "similar":
         if bool(config.key) == bool(config.image_path):
             raise QueryError("similar needs exactly one of key or image_path.")
-        options = config.search_options()
         hits = library.similar(
             key=config.key or None,
             image=config.image_path or None,
             top_k=config.top_k,
-            prefixes=options["prefixes"],
+            prefixes=config.prefixes,
             min_score=config.min_score,
         )
         title = f"Images like {config.key or config.image_path}"
         return Answer(title, f"{len(hits)} similar images.", hits, [], "similar")
     if config.mode == "search":
-        hits = library.search(config.question, **config.search_options())
+        hits = library.find(config.request())
         summary = f"{len(hits)} images match." if hits else "No image matches well enough."
         return Answer(config.question, summary, hits, [], "search")
-    return library.ask(config.question, spend_id=run_id, **config.search_options())
+    return library.answer(config.request(), spend_id=run_id)
 
 
 def checked_query(values: dict) -> dict:
@@ -169,11 +176,10 @@ def checked_query(values: dict) -> dict:
     typo in ``mode`` is refused there): a query that cannot be answered as asked is refused
     too, before a run exists, with the reason in the launchpad."""
     config = QueryConfig(**values)
-    if config.mode in ("ask", "search") and not config.question.strip():
-        raise QueryError("The question is empty: write what to look for.")
+    if config.mode in ("ask", "search"):
+        config.request()  # a question, dates that parse: refused here with the reason
     if config.mode == "similar" and bool(config.key) == bool(config.image_path):
         raise QueryError("similar needs exactly one of key or image_path.")
-    config.search_options()  # the dates parse
     return {"ops": {"answer_question": {"config": config.model_dump()}}}
 
 

@@ -22,9 +22,8 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -48,6 +47,15 @@ from dam_pipeline.keys import video_of
 from dam_pipeline.library import EmptyIndexError, Library, NotFoundError, QueryError
 from dam_pipeline.reasoning import Answer
 from dam_pipeline.retrieval import Hit
+from dam_pipeline.search_request import (
+    DEFAULT_TOP_K,
+    DUPLICATE_DISTANCE,
+    MAX_DUPLICATE_DISTANCE,
+    MAX_TOP_K,
+    SearchRequest,
+)
+from dam_pipeline.search_request import Mode as RequestMode
+from dam_pipeline.search_request import Sort as RequestSort
 from dam_pipeline.settings import Settings
 from dam_pipeline.text import format_date, format_time, printable
 
@@ -93,15 +101,13 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Query parameters (no `from __future__ import annotations` here: FastAPI reads these types)
-TopK = Annotated[int, Query(ge=1, le=100, description="How many images, 1 to 100.")]
+TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description=f"How many images, 1 to {MAX_TOP_K}.")]
 Prefixes = Annotated[list[str] | None, Query(description="Only these prefixes.")]
 Tags = Annotated[list[str] | None, Query(description="Only images with all these tags.")]
 Day = Annotated[str | None, Query(description="YYYY-MM-DD, on the date taken.")]
-Mode = Annotated[
-    Literal["dense", "hybrid", "keyword"] | None, Query(description="dense, hybrid or keyword.")
-]
+Mode = Annotated[RequestMode | None, Query(description="dense, hybrid or keyword.")]
 Sort = Annotated[
-    Literal["relevance", "date"],
+    RequestSort,
     Query(description="relevance (best first) or date (the same images, newest first)."),
 ]
 
@@ -122,15 +128,6 @@ def _status_of(exc: Exception) -> int:
     if isinstance(exc, EmptyIndexError):
         return 409
     return 400
-
-
-def _day(text: str | None, name: str) -> date | None:
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise QueryError(f"{name} must be a date as YYYY-MM-DD, not {text!r}.") from None
 
 
 def cite_links(text: str, sources: int) -> Markup:
@@ -272,24 +269,21 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
 
     # Things every route shares
 
-    def search_options(
+    def search_request(
+        q: str,
         top_k: int,
         prefix: list[str] | None,
         tag: list[str] | None,
         date_from: str | None,
         date_to: str | None,
         mode: str | None,
-        sort: str = "relevance",
-    ) -> dict[str, Any]:
-        return {
-            "sort": sort,
-            "top_k": top_k,
-            "prefixes": [p for p in prefix or () if p],
-            "tags": [t for t in tag or () if t],
-            "date_from": _day(date_from, "date_from"),
-            "date_to": _day(date_to, "date_to"),
-            "mode": mode or None,
-        }
+        sort: str | None,
+    ) -> SearchRequest:
+        """The page's and the API's ``SearchRequest`` (what the CLI and the job build too)."""
+        return SearchRequest.of(
+            q, top_k=top_k, prefixes=prefix, tags=tag, date_from=date_from, date_to=date_to,
+            mode=mode or None, sort=sort or None,
+        )  # fmt: skip
 
     async def read_upload(upload: UploadFile) -> bytes:
         data = await upload.read(upload_limit + 1)
@@ -323,24 +317,23 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
                 description="What to look for, in plain words (not only spaces).",
             ),
         ],
-        top_k: TopK = 10,
+        top_k: TopK = DEFAULT_TOP_K,
         prefix: Prefixes = None,
         tag: Tags = None,
         date_from: Day = None,
         date_to: Day = None,
         mode: Mode = None,
         sort: Sort = "relevance",
-    ) -> tuple[str, dict[str, Any]]:
-        """The question and its search options, shared by /api/search and /api/ask."""
-        return q, search_options(top_k, prefix, tag, date_from, date_to, mode, sort)
+    ) -> SearchRequest:
+        """The request of /api/search and /api/ask."""
+        return search_request(q, top_k, prefix, tag, date_from, date_to, mode, sort)
 
-    Question = Annotated[tuple[str, dict[str, Any]], Depends(question)]
+    Question = Annotated[SearchRequest, Depends(question)]
 
     @app.get("/api/search", tags=["api"], responses=errors(400, 409))
     def api_search(asked: Question) -> dict[str, Any]:
         """Images that match the question, best first."""
-        q, options = asked
-        hits = library.search(q, **options)
+        hits = library.find(asked)
         found: dict[str, Any] = {"hits": [hit_json(hit) for hit in hits]}
         if getattr(hits, "rerank_error", ""):
             found["rerank_error"] = hits.rerank_error
@@ -349,12 +342,13 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     @app.get("/api/ask", tags=["api"], responses=errors(400, 409))
     def api_ask(asked: Question) -> dict[str, Any]:
         """An answer from the retrieved captions only, citing its images as [S1]..[Sn]."""
-        q, options = asked
-        return answer_json(library.ask(q, **options))
+        return answer_json(library.answer(asked))
 
     @app.get("/api/similar", tags=["api"], responses=errors(400, 404, 409))
     def api_similar(
-        key: Annotated[str, Query(min_length=1)], top_k: TopK = 10, prefix: Prefixes = None
+        key: Annotated[str, Query(min_length=1)],
+        top_k: TopK = DEFAULT_TOP_K,
+        prefix: Prefixes = None,
     ) -> dict[str, Any]:
         """Images most like an indexed one."""
         hits = library.similar(key=key, top_k=top_k, prefixes=[p for p in prefix or () if p])
@@ -363,7 +357,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     @app.post("/api/similar", tags=["api"], responses=errors(400, 409, 413))
     async def api_similar_upload(
         image: Annotated[UploadFile, File(description="An image; it is not stored.")],
-        top_k: Annotated[int, Form(ge=1, le=100)] = 10,
+        top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = DEFAULT_TOP_K,
     ) -> dict[str, Any]:
         """Images most like an uploaded one (normalized, captioned and embedded as the
         pipeline would, then forgotten)."""
@@ -374,7 +368,9 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     @app.get("/api/duplicates", tags=["api"], responses=errors(400, 409))
     def api_duplicates(
         prefix: Prefixes = None,
-        max_distance: Annotated[int, Query(ge=0, le=32, description="Bits of 64.")] = 6,
+        max_distance: Annotated[
+            int, Query(ge=0, le=MAX_DUPLICATE_DISTANCE, description="Bits of 64.")
+        ] = DUPLICATE_DISTANCE,
     ) -> dict[str, Any]:
         """Groups of near-duplicate images."""
         groups = library.duplicates(prefixes=prefix or None, max_distance=max_distance)
@@ -453,7 +449,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         request: Request,
         q: str = "",
         action: str = "ask",
-        top_k: Annotated[int, Query(ge=1, le=100)] = 12,
+        top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = DEFAULT_TOP_K,
         prefix: Prefixes = None,
         tag: str = "",
         date_from: str = "",
@@ -478,11 +474,11 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             if not q.strip():
                 library.require_index()
                 return page(request, "results.html", hits=None, **context)
-            options = search_options(top_k, prefix, tag.split(), date_from, date_to, mode, sort)
+            asked = search_request(q, top_k, prefix, tag.split(), date_from, date_to, mode, sort)
             if action == "search":
-                hits = library.search(q, **options)
+                hits = library.find(asked)
                 return page(request, "results.html", hits=hits, **context)
-            answer = library.ask(q, **options)
+            answer = library.answer(asked)
             return page(request, "results.html", answer=answer, hits=answer.sources, **context)
         except (QueryError, EmptyIndexError) as exc:
             return page_error(request, exc, **context)
@@ -493,7 +489,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     ) -> HTMLResponse:
         try:
             data = await read_upload(image)
-            hits = await run_in_threadpool(library.similar, image=data, top_k=12)
+            hits = await run_in_threadpool(library.similar, image=data, top_k=DEFAULT_TOP_K)
         except (QueryError, EmptyIndexError) as exc:
             return page_error(request, exc)
         return page(request, "results.html", hits=hits, uploaded=image.filename or "your image")
@@ -508,7 +504,8 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
 
     @app.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
     def duplicates_page(
-        request: Request, max_distance: Annotated[int, Query(ge=0, le=32)] = 6
+        request: Request,
+        max_distance: Annotated[int, Query(ge=0, le=MAX_DUPLICATE_DISTANCE)] = DUPLICATE_DISTANCE,
     ) -> HTMLResponse:
         try:
             groups = library.duplicates(max_distance=max_distance)
