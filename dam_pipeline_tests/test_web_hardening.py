@@ -222,7 +222,7 @@ def test_schema_valid_requests_never_fail_and_every_refusal_is_documented(
 
         def checker(documented: set[int]):
             @settings(
-                max_examples=12,
+                max_examples=8,
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
@@ -242,4 +242,4 @@ def test_schema_valid_requests_never_fail_and_every_refusal_is_documented(
         for result in schema.get_all_operations():
             operation = result.ok()
             checker({int(status) for status in operation.definition.raw["responses"]})()
-    assert tried >= 60
+    assert tried >= 40
