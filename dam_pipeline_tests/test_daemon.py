@@ -200,7 +200,8 @@ def test_the_daemon_follows_uploads_and_survives_a_killed_run_worker(
         # and it finds what they wrote, under the new prefixes, without a restart
         for prefix in ("a", "b", "c"):
             status, found = get(page, "/api/search", q="photograph", prefix=prefix, mode="keyword")
-            assert status == 200 and [h["key"] for h in found["hits"]] == [f"{prefix}/coffee.jpg"]
+            assert status == 200, found  # a 503 says its cause in one line
+            assert [h["key"] for h in found["hits"]] == [f"{prefix}/coffee.jpg"]
         assert sorted(r.status.value for r in new()) == ["SUCCESS", "SUCCESS", "SUCCESS"]
         windows = sorted(_window(instance, r.run_id, "vector_index") for r in new())
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows)), windows
