@@ -26,7 +26,7 @@ def _card(hit: Hit, label: str = "") -> str:
     badge = f"<b>{label}</b> " if label else ""
     return (
         f'<div style="{CARD_STYLE}">{image}<div style="padding:4px 6px">{badge}'
-        f"<code>{html.escape(hit.key)}</code> · {hit.score:.2f}<br>"
+        f"<code>{html.escape(hit.key)}</code> · {hit.relevance:.2f}<br>"
         f"{html.escape(hit.caption)}</div></div>"
     )
 

@@ -236,6 +236,7 @@ def test_hits_and_answers_show_their_images_in_a_notebook(library: Settings) -> 
     grid = hits._repr_html_()
     assert grid.count("data:image/jpeg;base64,") == len(hits) == 2
     assert "kitchen/coffee.jpg" in hits[0]._repr_html_()
+    assert f"· {hits[0].relevance:.2f}" in grid  # the figure the results are ordered by
     assert "thumbnail" not in hits[0].to_dict()  # the data stays plain
     answer = api.ask("which photo shows a cat?", settings=library)
     shown = answer._repr_html_()
