@@ -45,7 +45,7 @@ from dam_pipeline.keys import decode_prefix, encode_prefix, shot_key, vector_id
 from dam_pipeline.reasoning import Answer, Reasoner
 from dam_pipeline.reasoning.extractive import MIN_RELEVANT_SCORE
 from dam_pipeline.reranking import Candidate, VisionReranker
-from dam_pipeline.retrieval import MODES, Filters, Hit, Hits, KeywordIndex, search
+from dam_pipeline.retrieval import Filters, Hit, Hits, KeywordIndex, search
 from dam_pipeline.retrieval.search import moment_label, video_fields
 from dam_pipeline.retrieval.similar import (
     DuplicateGroup,
@@ -284,9 +284,7 @@ class Library:
         """The images a request asks for. ``mode`` None: ``DAM_SEARCH_MODE``; ``min_score``
         None: ``DAM_MIN_SCORE``; ``sort`` date puts the same relevant images newest first
         (when taken, else modified)."""
-        mode = request.mode or self.settings.search_mode
-        if mode not in MODES:
-            raise QueryError(f"Unknown search mode {mode!r}: use one of {', '.join(MODES)}.")
+        mode = request.mode or self.settings.search_mode  # both validated: one of MODES
         self.require_index()
         top_k = request.top_k
         first_k = max(top_k, self.settings.rerank_top_n) if self.reranker else top_k

@@ -95,7 +95,7 @@ class SearchRequest(BaseModel):
             return ()
         if isinstance(values, str):
             values = [values]
-        return tuple(str(v).strip("/") if v else "" for v in values if v and str(v).strip())
+        return tuple(str(v) for v in values if v and str(v).strip())
 
     @classmethod
     def of(cls, question: str, **options: object) -> SearchRequest:

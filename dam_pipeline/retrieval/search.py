@@ -291,12 +291,6 @@ def search(
                 found_by_words_only[hit.id] = (hit.score, hit.metadata)
             if by_words is not None:
                 lexical[hit.id] = by_words
-        by_words_order = sorted(lexical, key=lambda vid: -lexical[vid])
-        by_meaning = rerank(dense, query_vector, embedder)
-        agreement = {vid: extra for vid, _, extra in by_meaning}
-        relevance = fused_scores(
-            [[vid for vid, _, _ in by_meaning], by_words_order], [1.0, keyword_weight]
-        )
     else:
         if query_vector is not None:
             for hit in store.query(query_vector, top_k=pool, where=where):
@@ -304,26 +298,27 @@ def search(
             dense = _committed(dense, keywords)
         if keywords is not None and mode in ("keyword", "hybrid"):
             lexical = dict(keywords.search(question, pool, where.partitions or None))
-        # what the classifier saw counts beside the caption (label_agreement.py)
-        by_meaning = rerank(dense, query_vector, embedder) if query_vector is not None else []
-        agreement = {vid: extra for vid, _, extra in by_meaning}
-        if mode == "dense":
-            relevance = {vid: fused for vid, fused, _ in by_meaning}
-        elif mode == "keyword":
-            relevance = dict(lexical)
-        else:
-            ranked = [[vid for vid, _, _ in by_meaning], list(lexical)]
-            relevance = fused_scores(ranked, [1.0, keyword_weight])
-        order = list(relevance)
-        missing = [(vid, "") for vid in order if vid not in dense]
-        fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}
-        for vid, (vector, metadata, _) in fetched.items():
-            similarity = float(vector @ query_vector) if query_vector is not None else lexical[vid]
-            found_by_words_only[vid] = (similarity, metadata)
-    order = list(relevance)
+    # what the classifier saw counts beside the caption (label_agreement.py)
+    by_meaning = rerank(dense, query_vector, embedder) if query_vector is not None else []
+    agreement = {vid: extra for vid, _, extra in by_meaning}
+    by_words = sorted(lexical, key=lambda vid: -lexical[vid])
+    if mode == "dense":
+        relevance = {vid: fused for vid, fused, _ in by_meaning}
+    elif mode == "keyword":
+        relevance = {vid: lexical[vid] for vid in by_words}
+    else:
+        ranked = [[vid for vid, _, _ in by_meaning], by_words]
+        relevance = fused_scores(ranked, [1.0, keyword_weight])
+    missing = [
+        (vid, "") for vid in relevance if vid not in dense and vid not in found_by_words_only
+    ]
+    fetched = store.fetch(_with_partitions(missing, keywords)) if missing else {}
+    for vid, (vector, metadata, _) in fetched.items():
+        similarity = float(vector @ query_vector) if query_vector is not None else lexical[vid]
+        found_by_words_only[vid] = (similarity, metadata)
     best = max((abs(v) for v in relevance.values()), default=1.0) or 1.0
     hits: list[Hit] = []
-    for vid in order:
+    for vid in relevance:  # best first
         if vid in dense:
             score, metadata = dense[vid]
         elif vid in found_by_words_only:

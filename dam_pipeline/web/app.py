@@ -184,10 +184,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     def authorized(request: Request) -> bool:
         if not token:
             return True
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        given = given or request.cookies.get(TOKEN_COOKIE, "")
-        return secrets.compare_digest(given.encode(), token.encode())
+        return secrets.compare_digest(_token_given(request).encode(), token.encode())
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -630,9 +627,11 @@ def cards(hits: Sequence[Hit]) -> list[Card]:
     return grid
 
 
-def _token_given(request: Request) -> bool:
+def _token_given(request: Request) -> str:
+    """The token a request carries: ``Authorization: Bearer …``, else the login cookie."""
     header = request.headers.get("authorization", "")
-    return header.lower().startswith("bearer ") or TOKEN_COOKIE in request.cookies
+    given = header[7:] if header.lower().startswith("bearer ") else ""
+    return given or request.cookies.get(TOKEN_COOKIE, "")
 
 
 def _allowed_hosts(settings: Settings) -> frozenset[str]:
