@@ -179,3 +179,31 @@ def test_a_model_shipped_in_parts_is_joined_once_and_a_missing_part_is_named(
     monkeypatch.setitem(st.SPLIT_MODELS, "other-model", ("other-model-part-{:03d}", 2))
     with pytest.raises(RuntimeError, match=r"other-model-part-001 is not installed.*make mpnet"):
         st.resolve_model_path("other-model", cache)
+
+
+def test_the_light_bert_encoder_gives_sentence_transformers_vectors() -> None:
+    """The default model runs on plain torch (no 8 s import of sentence-transformers); its
+    vectors must be the library's, for every kind of text: empty, long (truncated at the
+    model's 256 tokens), accented, mixed lengths in one call."""
+    from sentence_transformers import SentenceTransformer
+
+    from dam_pipeline.embedding import bert
+    from dam_pipeline.embedding.sentence_transformer import resolve_model_path
+
+    folder = Path(resolve_model_path("all-MiniLM-L6-v2"))
+    assert bert.supports(folder)
+    texts = [
+        "a cat asleep on a red sofa",
+        "",
+        "word " * 400,
+        "Ünïcödé café naïve 東京 🐈",
+        "Two people ride motorcycles on a wet road at night; the sky is dark.",
+    ] * 3
+    ours = build_embedder().embed_documents(texts)
+    assert isinstance(build_embedder().model, bert.BertSentenceEncoder)
+    library = SentenceTransformer(str(folder), device="cpu").encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True
+    )
+    assert ours.shape == (len(texts), 384)
+    np.testing.assert_allclose(ours, library, atol=1e-5)
+    assert not bert.supports(folder.parent)  # not a model folder: the library decides

@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -74,6 +75,40 @@ def assembled_model(model: str, cache: Path) -> Path:
     return target
 
 
+def _load(path: str, batch_size: int = 64) -> _Encoder:
+    from dam_pipeline.embedding import bert
+
+    if bert.supports(Path(path)):
+        return bert.BertSentenceEncoder(Path(path))
+    return _LibraryEncoder(path, batch_size)
+
+
+class _Encoder(Protocol):
+    dimension: int
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class _LibraryEncoder:
+    """Any sentence-transformers model, through the library itself."""
+
+    def __init__(self, path: str, batch_size: int) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(path, device="cpu")
+        self.dimension = int(self._model.get_embedding_dimension())
+        self._batch_size = batch_size
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(
+            texts,
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+
 class SentenceTransformerEmbedder:
     modality = "text"
 
@@ -88,15 +123,15 @@ class SentenceTransformerEmbedder:
         self._lock = threading.Lock()
 
     @property
-    def model(self):
+    def model(self) -> _Encoder:
+        """The encoder, loaded once: a BERT with mean pooling (the default) on plain torch
+        (``bert.py``), any other model through sentence-transformers."""
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
-
                 path = resolve_model_path(self.model_name, self.cache)
                 try:
-                    self._model = SentenceTransformer(path, device="cpu")
+                    self._model = _load(path, self.batch_size)
                 except OSError as exc:
                     raise RuntimeError(
                         f"Could not load the embedding model {self.model_name!r} from {path}. "
@@ -107,19 +142,12 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        return self.model.dimension
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return vectors.astype(np.float32, copy=False)
+        return self.model.encode(list(texts)).astype(np.float32, copy=False)
 
     def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
         raise TypeError("sentence-transformers text models embed captions, not images")
