@@ -1,7 +1,11 @@
 """End-to-end ingest through Dagster on a camera-resolution library, then an unchanged
 re-run. Run in its own process so that its peak RSS is its own.
 
-    python -m bench.ingest --library DIR --data DIR --json OUT
+With ``--remote-latency S`` the captioner is an OpenAI-compatible endpoint on loopback that
+answers each image in S seconds (as a hosted vision model does), so that decoding and
+captioning overlap: the stage times then add up to more than the wall time.
+
+    python -m bench.ingest --library DIR --data DIR --json OUT [--remote-latency S]
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dam_pipeline import components
@@ -22,6 +28,7 @@ import dagster as dg
 import psutil
 
 from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.ingest import materializations
 from dam_pipeline.defs.instance import register_prefixes
 from dam_pipeline.keys import decode_prefix
 from dam_pipeline.settings import Settings
@@ -62,14 +69,39 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
             k: v.value for k, v in m.metadata.items() if isinstance(v.value, int | float | bool)
         }
         for asset in ("normalized_images", "captions", "embeddings", "vector_index")
-        for m in result.asset_materializations_for_node(asset)
+        for m in materializations(result, asset)
     }
 
 
-def run(library: Path, data: Path) -> dict:
+def run(library: Path, data: Path, remote_latency: float = 0.0) -> dict:
     settings = Settings.from_env().replace(
         data_dir=data, source=str(library), chroma_path=data / "chroma"
     )
+    if remote_latency:
+        with _remote_captioner(remote_latency) as url:
+            return _run(
+                settings.replace(
+                    captioner="openai", captioner_model="bench", captioner_base_url=f"{url}/v1"
+                )
+            )
+    return _run(settings)
+
+
+@contextmanager
+def _remote_captioner(latency: float) -> Iterator[str]:
+    from dam_pipeline_tests.servers import ScriptedHTTPServer, chat_completion
+
+    reply = json.dumps({"description": "A photograph.", "tags": ["photo"], "text": ""})
+
+    def answer(method: str, path: str, body: dict) -> tuple[int, dict, dict]:
+        time.sleep(latency)
+        return 200, chat_completion(reply, model=body["model"]), {}
+
+    with ScriptedHTTPServer(answer) as server:
+        yield server.url
+
+
+def _run(settings: Settings) -> dict:
     job = build_definitions(settings).resolve_job_def("ingest_job")
     with dg.instance_for_test() as instance:
         (key,) = register_prefixes(instance, components.open_source(settings))[1]
@@ -90,6 +122,10 @@ def run(library: Path, data: Path) -> dict:
         "max_rss_mb_lifetime": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "stage_seconds": {
             "normalize": first_meta["normalized_images"].get("seconds_decoding"),
+            "normalize_and_caption_wall": first_meta["normalized_images"].get(
+                "seconds_normalize_and_caption"
+            ),
+            "caption_waiting_for_images": first_meta["captions"].get("seconds_waiting_for_images"),
             "caption": first_meta["captions"].get("seconds_captioning"),
             "caption_model": first_meta["captions"].get("seconds_model"),
             "embed": first_meta["embeddings"].get("seconds_embedding"),
@@ -111,8 +147,10 @@ def main() -> None:
     parser.add_argument("--library", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--remote-latency", type=float, default=0.0)
     args = parser.parse_args()
-    args.json.write_text(json.dumps(run(args.library, args.data), indent=2))
+    result = run(args.library, args.data, args.remote_latency)
+    args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import dagster as dg
 
 from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.ingest import materializations
 from dam_pipeline.defs.instance import register_prefixes
 from dam_pipeline.demo import skimage_data_dir
 from dam_pipeline.settings import Settings
@@ -129,7 +130,7 @@ def measure(mode: FaultMode, images: int, work: Path) -> dict:
             )
             seconds = time.perf_counter() - started
         captions = {}
-        for materialization in result.asset_materializations_for_node("captions"):
+        for materialization in materializations(result, "captions"):
             captions = {k: v.value for k, v in materialization.metadata.items()}
         sent = len(server.requests)
     return {

@@ -21,6 +21,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from dam_pipeline.defs.ingest import materializations
 from dam_pipeline.demo import build_demo_library, skimage_data_dir
 from dam_pipeline.settings import Settings
 from dam_pipeline.vector_stores.local_chroma import stop_servers_under
@@ -272,7 +273,7 @@ def ingest(settings: Settings, instance: dg.DagsterInstance) -> dict[str, dict]:
         results[key] = {
             asset: {k: plain(v) for k, v in m.metadata.items()}
             for asset in ASSETS
-            for m in result.asset_materializations_for_node(asset)
+            for m in materializations(result, asset)
         }
     return results
 

@@ -8,6 +8,7 @@ import time
 import dagster as dg
 
 from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.ingest import materializations
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.locks import exclusive
 from dam_pipeline.settings import Settings
@@ -15,11 +16,10 @@ from dam_pipeline_tests.conftest import ASSETS, write_library
 
 
 def test_the_index_step_waits_for_another_writer_of_the_embedded_index(
-    settings: Settings,
+    settings: Settings, instance: dg.DagsterInstance
 ) -> None:
     write_library(settings.layout.library, {"a/cat.jpg": "chelsea", "a/coffee.jpg": "coffee"})
     job = build_definitions(settings).resolve_job_def("ingest_job")
-    instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(image_prefixes.name, ["a"])
     outcome: dict = {}
 
@@ -40,7 +40,7 @@ def test_the_index_step_waits_for_another_writer_of_the_embedded_index(
     run.join(timeout=120)
     result = outcome["result"]
     assert result.success and outcome["finished"] >= released
-    (index,) = result.asset_materializations_for_node("vector_index")
+    (index,) = materializations(result, "vector_index")
     assert index.metadata["indexed"].value == 2
     assert index.metadata["seconds_waiting_for_index"].value > 0
     assert len(result.get_asset_materialization_events()) == len(ASSETS)

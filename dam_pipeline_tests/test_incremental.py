@@ -84,7 +84,9 @@ def test_ingest_into_a_chroma_server_from_s3(s3_settings: Settings, tmp_path) ->
 def test_a_run_killed_half_way_ends_with_one_vector_per_object_when_run_again(
     settings: Settings, dam
 ) -> None:
-    files = variants(24)  # the first caption batch (16) is written, then the kill
+    # caption batches of 16, 16 and 8: the first is written (while the models take the
+    # next ones), then the kill
+    files = variants(40)
     write_library(settings.layout.library, files)
     env = {
         **os.environ,

@@ -9,6 +9,7 @@ import pytest
 from dam_pipeline import components
 from dam_pipeline.api import search
 from dam_pipeline.definitions import build_definitions
+from dam_pipeline.defs.ingest import materializations
 from dam_pipeline.defs.resources import build_resources
 from dam_pipeline.keys import encode_prefix
 from dam_pipeline.settings import Settings
@@ -20,8 +21,11 @@ class SensorDriver:
     """Ticks a sensor the way the daemon would: keeps its cursor, applies the partition
     requests, and runs the requested partitions (skipping run keys already launched)."""
 
-    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
+    def __init__(
+        self, settings: Settings, instance: dg.DagsterInstance, sensor: str = "upload_sensor"
+    ) -> None:
         self.settings = settings
+        self.sensor = sensor
         self.instance = instance
         self.defs = build_definitions(settings)
         self.cursor: str | None = None
@@ -31,7 +35,7 @@ class SensorDriver:
         with dg.build_sensor_context(
             instance=self.instance, cursor=self.cursor, resources=build_resources(self.settings)
         ) as context:
-            result = self.defs.resolve_sensor_def("upload_sensor")(context)
+            result = self.defs.resolve_sensor_def(self.sensor)(context)
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(
                 request.partitions_def_name, request.partition_keys
@@ -52,7 +56,7 @@ class SensorDriver:
             out[request.partition_key] = {
                 asset: {k: v.value for k, v in m.metadata.items()}
                 for asset in ("raw_images", "captions", "vector_index")
-                for m in result.asset_materializations_for_node(asset)
+                for m in materializations(result, asset)
             }
         return out
 

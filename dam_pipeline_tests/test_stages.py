@@ -10,10 +10,12 @@ import pytest
 from dam_pipeline import components
 from dam_pipeline.cache import SqliteContentCache
 from dam_pipeline.imaging import FolderObjectStore
+from dam_pipeline.manifests import Manifest, NormalizedImage, RawImage
 from dam_pipeline.retrieval import reciprocal_rank_fusion
 from dam_pipeline.settings import Settings
 from dam_pipeline.sources import LocalFolderSource
 from dam_pipeline.stages import (
+    anything_new,
     caption_partition,
     embed_partition,
     list_raw_images,
@@ -141,3 +143,28 @@ def test_embed_partition_embeds_each_distinct_text_once(settings: Settings, norm
         r.input_hash for r in ok
     }
     assert embed_partition(captions, embedder, cache, objects).summary["computed"] == 0
+
+
+def _raw(key: str, version: str = "v1") -> RawImage:
+    return RawImage(key=key, size=1, last_modified="2026-01-01T00:00:00+00:00", version=version)
+
+
+def _normalized(key: str, version: str = "v1", video_key: str = "") -> NormalizedImage:
+    return NormalizedImage(key=key, version=version, status="ok", video_key=video_key)
+
+
+@pytest.mark.parametrize(
+    ("listed", "before", "new"),
+    [
+        ([_raw("a.jpg")], None, True),  # first run
+        ([], None, False),  # an empty prefix: nothing to load models for
+        ([_raw("a.jpg")], [_normalized("a.jpg")], False),  # unchanged
+        ([_raw("a.jpg", "v2")], [_normalized("a.jpg")], True),  # changed bytes
+        ([_raw("a.jpg"), _raw("b.jpg")], [_normalized("a.jpg")], True),  # an upload
+        ([_raw("a.jpg")], [_normalized("a.jpg"), _normalized("gone.jpg")], False),  # a deletion
+        ([_raw("v.mp4")], [_normalized("v.mp4#1", video_key="v.mp4")], False),  # a video's shots
+    ],
+)
+def test_models_are_loaded_early_only_when_something_is_new(listed, before, new) -> None:
+    previous = None if before is None else Manifest(records=before)
+    assert anything_new(Manifest(records=listed), previous) is new

@@ -11,8 +11,8 @@ there comes first: "A photo of two people and a surfboard …" (``people.py``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -193,6 +193,7 @@ class LocalCaptioner:
         self._model: torch.nn.Module | None = None
         self._lock = threading.Lock()
         self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caption-text")
 
     @property
     def model(self) -> torch.nn.Module:
@@ -209,6 +210,13 @@ class LocalCaptioner:
                     torch.set_num_threads(self._threads)
                 self._model = optimized_for_inference(load_efficientnet_lite0())
             return self._model
+
+    def load(self) -> None:
+        """Load the models now (a run starts this in the background while it decodes the
+        first images, so the first batch does not wait for torch and the weights)."""
+        _ = self.model
+        if self.people is not None:
+            _ = self.people.available  # loads the detectors
 
     def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities per image: the maximum over its views (an object that fills one
@@ -235,11 +243,35 @@ class LocalCaptioner:
         return self.people.detect(image) if self.people else People()
 
     def caption_batch(self, images: Sequence[ImageInput | Image.Image]) -> list[Caption]:
-        if not images:
-            return []
-        inputs = as_inputs(images)
-        small = list(self._decoder.map(lambda item: item.open(RESIZE_SHORT_SIDE), inputs))
-        probabilities, people = self.model_outputs(small)
+        return next(self.caption_batches([images]), [])
+
+    def caption_batches(
+        self, batches: Iterable[Sequence[ImageInput | Image.Image]]
+    ) -> Iterator[list[Caption]]:
+        """``caption_batch`` for each batch, in order. What follows the models (colours,
+        OCR through tesseract, the sentence) runs in a thread of its own while the models
+        take the next batch, so OCR is off the models' path."""
+        finishing: Future | None = None
+        for images in batches:
+            if not images:
+                continue
+            inputs = as_inputs(images)
+            small = list(self._decoder.map(lambda item: item.open(RESIZE_SHORT_SIDE), inputs))
+            probabilities, people = self.model_outputs(small)
+            following = self._finisher.submit(self._finish, inputs, small, probabilities, people)
+            if finishing is not None:
+                yield finishing.result()
+            finishing = following
+        if finishing is not None:
+            yield finishing.result()
+
+    def _finish(
+        self,
+        inputs: list[ImageInput],
+        small: list[Image.Image],
+        probabilities: np.ndarray,
+        people: list[People],
+    ) -> list[Caption]:
         return [
             describe(
                 _group_labels(probs),

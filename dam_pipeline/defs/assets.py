@@ -13,6 +13,7 @@ in its metadata and the log, and fails the run at the end, while the others are 
 materialized (``vector_index`` records a materialization per partition it finished).
 """
 
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 
@@ -88,63 +89,194 @@ def raw_images(
     )
 
 
-def normalized_images(
+def normalized_images_and_captions(
     context: dg.AssetExecutionContext,
     raw_images: Manifests,
     source: SourceResource,
+    captioner: CaptionerResource,
     storage: StorageResource,
-) -> Manifests:
-    """Upright RGB JPEGs, longest side capped, stored by content hash; undecodable objects
-    are quarantined with their reason."""
-    opened, settings = source.open(), storage.settings
-    return each_partition(
-        context,
-        raw_images,
-        lambda key, raw: stages.normalize_partition(
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """normalized_images (upright RGB JPEGs, longest side capped, stored by content hash;
+    undecodable objects quarantined with their reason) and captions (a searchable
+    description of every image, with tags, labels and colours) in one step, so that a
+    remote captioner starts on the first decoded images instead of after the last
+    (``stages/overlap.py``). Either asset can be materialized alone (the other's last
+    manifest is read from the state); each keeps its own metadata and checks."""
+    selected = context.selected_output_names
+    settings, store = storage.settings, storage.object_store()
+    opened = source.open() if "normalized_images" in selected else None
+    captioning = _Captioning(context, captioner, storage) if "captions" in selected else None
+
+    def normalize(key: str, raw: Manifest, on_ready=None) -> Manifest:
+        return stages.normalize_partition(
             opened,
             raw,
-            storage.object_store(),
+            store,
             previous=storage.previous_manifest("normalized_images", key),
             max_side=settings.max_side,
             max_pixels=settings.max_image_pixels or None,
             workers=settings.workers,
             decode_memory_bytes=settings.decode_memory_mb * 2**20,
             video=components.video_limits(settings),
-        ),
-    )
+            on_ready=on_ready,
+        )
 
-
-def captions(
-    context: dg.AssetExecutionContext,
-    normalized_images: Manifests,
-    captioner: CaptionerResource,
-    storage: StorageResource,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """A searchable description of every image, with tags, labels and colours."""
-    store, built, cache = storage.object_store(), captioner.build(), storage.cache()
-    budget = components.run_budget(storage.settings)  # one for the run's partitions
-    if hasattr(built, "new_run"):  # a remote captioner: this run's breaker starts closed
-        built.new_run()
-    each = storage.cost_each(built, "captions")
-
-    def caption(key: str, normalized: Manifest) -> Manifest:
+    normalized: Manifests = {}
+    captions: Manifests = {}
+    for key in context.partition_keys:
+        if key not in raw_images:
+            continue  # listing failed for it: reported there
+        if captioning is None:
+            _one_partition(
+                context,
+                "normalized_images",
+                key,
+                normalized,
+                lambda key=key: normalize(key, raw_images[key]),
+            )
+            continue
+        if opened is None:  # captions alone, from the last normalized manifest
+            upstream = storage.previous_manifest("normalized_images", key)
+            if upstream is None:
+                raise dg.Failure(
+                    f"partition {key} has no normalized_images yet: materialize it first"
+                )
+            _one_partition(
+                context,
+                "captions",
+                key,
+                captions,
+                lambda key=key, upstream=upstream: captioning.caption(key, upstream),
+            )
+            continue
         try:
-            manifest = stages.caption_partition(
-                normalized, store, built, cache, budget=budget, prices=budget.prices,
-                known_cost_each=each, previous=storage.previous_manifest("captions", key),
-                retry_failed=storage.settings.retry_failed,
-            )  # fmt: skip
-        except ProviderConfigurationError as exc:  # one line; the images stay as they were
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        storage.record_spend(context.run_id, key, "captions", manifest)
-        context.add_asset_metadata({"preview": caption_preview(manifest, store)}, partition_key=key)
-        return manifest
+            done, captioned = captioning.with_normalizing(key, raw_images[key], normalize)
+        except Exception as exc:
+            _failed(context, "normalized_images", key, exc)
+            continue
+        normalized[key] = done
+        context.add_asset_metadata(
+            stage_metadata(done), asset_key="normalized_images", partition_key=key
+        )
+        if isinstance(captioned, Exception):
+            _failed(context, "captions", key, captioned)
+        else:
+            captions[key] = captioned
+            captioning.record(key, captioned)
+    if "normalized_images" in selected:
+        yield dg.Output(normalized, output_name="normalized_images")
+    if captioning is not None:
+        captioning.finish()
+        yield dg.Output(captions, output_name="captions")
+        yield checks.quarantine_share(captions, settings.max_quarantine_share)
 
-    done = each_partition(context, normalized_images, caption)
-    if stopped := getattr(built, "stopped", None):  # no partition sends after a refused key
-        raise dg.Failure(description=str(stopped), allow_retries=False)
-    yield dg.Output(done)
-    yield checks.quarantine_share(done, storage.settings.max_quarantine_share)
+
+class _Captioning:
+    """The caption stage's run-wide parts: the captioner, one budget for the run's
+    partitions, spend records and previews."""
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        captioner: CaptionerResource,
+        storage: StorageResource,
+    ) -> None:
+        self.context, self.storage = context, storage
+        self.store, self.cache = storage.object_store(), storage.cache()
+        self.built = captioner.build()
+        self.budget = components.run_budget(storage.settings)
+        if hasattr(self.built, "new_run"):  # a remote captioner: this run's breaker starts closed
+            self.built.new_run()
+        self.each = storage.cost_each(self.built, "captions")
+        self._loading: threading.Thread | None = None
+        self.overlap = stages.overlap_worthwhile(remote=storage.settings.captioner != "local")
+
+    def _options(self, key: str) -> dict:
+        return dict(
+            budget=self.budget, prices=self.budget.prices, known_cost_each=self.each,
+            previous=self.storage.previous_manifest("captions", key),
+            retry_failed=self.storage.settings.retry_failed,
+        )  # fmt: skip
+
+    def caption(self, key: str, normalized: Manifest) -> Manifest:
+        return stages.caption_partition(
+            normalized, self.store, self.built, self.cache, **self._options(key)
+        )
+
+    def with_normalizing(
+        self, key: str, raw: Manifest, normalize: Callable[..., Manifest]
+    ) -> tuple[Manifest, Manifest | Exception]:
+        """(normalized, captions or what captioning raised) of one partition: overlapped
+        when the captioner is remote, one after the other when it shares this machine's
+        cores (``overlap_worthwhile``)."""
+        previous = self.storage.previous_manifest("normalized_images", key)
+        if stages.anything_new(raw, previous):
+            self._load_models()
+        if not self.overlap:
+            done = normalize(key, raw)
+            try:
+                return done, self.caption(key, done)
+            except Exception as exc:
+                return done, exc
+        options = self._options(key)
+        return stages.normalize_and_caption(
+            lambda ready: normalize(key, raw, ready),
+            lambda arriving, finished: stages.caption_arriving(
+                arriving, finished, len(raw), self.store, self.built, self.cache, **options
+            ),
+        )
+
+    def _load_models(self) -> None:
+        """Local models start loading while the first images decode (an unchanged
+        partition never loads them)."""
+        if self._loading is None and hasattr(self.built, "load"):
+            self._loading = threading.Thread(target=self.built.load, name="load", daemon=True)
+            self._loading.start()
+
+    def record(self, key: str, manifest: Manifest) -> None:
+        self.storage.record_spend(self.context.run_id, key, "captions", manifest)
+        self.context.add_asset_metadata(
+            {**stage_metadata(manifest), "preview": caption_preview(manifest, self.store)},
+            asset_key="captions",
+            partition_key=key,
+        )
+
+    def finish(self) -> None:
+        if stopped := getattr(
+            self.built, "stopped", None
+        ):  # no partition sends after a refused key
+            raise dg.Failure(description=str(stopped), allow_retries=False)
+
+
+def _one_partition(
+    context: dg.AssetExecutionContext,
+    asset: str,
+    key: str,
+    done: Manifests,
+    work: Callable[[], Manifest],
+) -> None:
+    try:
+        manifest = work()
+    except Exception as exc:
+        _failed(context, asset, key, exc)
+        return
+    done[key] = manifest
+    context.add_asset_metadata(stage_metadata(manifest), asset_key=asset, partition_key=key)
+
+
+def _failed(context: dg.AssetExecutionContext, asset: str, key: str, exc: Exception) -> None:
+    """One partition's failure: the run's only partition fails the step (as Dagster shows
+    it); with several, it is logged, marked in its metadata and left out of later steps."""
+    if isinstance(exc, ProviderConfigurationError):  # a bad key: one line, and no retry
+        exc = dg.Failure(description=str(exc), allow_retries=False)
+    if len(context.partition_keys) == 1:
+        raise exc
+    context.log.error("%s failed for partition %s: %s: %s", asset, key, type(exc).__name__, exc)
+    context.add_asset_metadata(
+        {"failed": True, "error": f"{type(exc).__name__}: {exc}"[:500]},
+        asset_key=asset,
+        partition_key=key,
+    )
 
 
 def embeddings(
@@ -243,10 +375,9 @@ def build_image_library_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     and the index writer in its pool."""
     from_bucket = settings.source.startswith("s3://")
     state = "postgres" if settings.state_url.get_secret_value() else "sqlite"
+    remote_captioner = settings.captioner != "local"
     steps: dict[Callable, tuple[set[str], bool]] = {
         raw_images: ({"s3" if from_bucket else "python"}, from_bucket),
-        normalized_images: ({"python", "pillow"}, from_bucket),
-        captions: ({CAPTIONER_KINDS[settings.captioner]}, settings.captioner != "local"),
         embeddings: ({EMBEDDER_KINDS[settings.embedder]}, settings.embedder == "bedrock-titan"),
         vector_index: ({STORE_KINDS[settings.vector_store], state}, not settings.embedded_index),
     }
@@ -254,7 +385,33 @@ def build_image_library_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         # the backfill policy is what the asset graph's backfills need; Dagster still
         # calls the parameter beta and says so on every load
         warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
-        return [_asset(compute, kinds, remote) for compute, (kinds, remote) in steps.items()]
+        assets = [_asset(compute, kinds, remote) for compute, (kinds, remote) in steps.items()]
+        decoding_and_captioning = dg.multi_asset(
+            outs={
+                "normalized_images": _out({"python", "pillow"}),
+                "captions": _out({CAPTIONER_KINDS[settings.captioner]}),
+            },
+            internal_asset_deps={
+                "normalized_images": {dg.AssetKey("raw_images")},
+                "captions": {dg.AssetKey("normalized_images")},
+            },
+            partitions_def=image_prefixes,
+            can_subset=True,
+            check_specs=[checks.QUARANTINE_SHARE],
+            retry_policy=REMOTE_RETRY if from_bucket or remote_captioner else None,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+        )(normalized_images_and_captions)
+    return [assets[0], decoding_and_captioning, *assets[1:]]
+
+
+def _out(kinds: set[str]) -> dg.AssetOut:
+    return dg.AssetOut(
+        io_manager_key="manifest_io_manager",
+        group_name=GROUP,
+        kinds=kinds,
+        owners=OWNERS,
+        is_required=False,  # either may be materialized alone
+    )
 
 
 def _asset(compute: Callable, kinds: set[str], remote: bool) -> dg.AssetsDefinition:
@@ -271,7 +428,6 @@ def _asset(compute: Callable, kinds: set[str], remote: bool) -> dg.AssetsDefinit
 
 
 EXTRA: dict[str, dict] = {
-    "captions": {"check_specs": [checks.QUARANTINE_SHARE]},
     "vector_index": {
         "pool": INDEX_WRITER_POOL,
         "output_required": False,  # it records a materialization per partition it finishes

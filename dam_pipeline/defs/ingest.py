@@ -72,6 +72,18 @@ def ingest(
         )
 
 
+def materializations(
+    result: dg.ExecuteInProcessResult, asset: str
+) -> list[dg.AssetMaterialization]:
+    """The run's materializations of one asset (by asset, not step: normalized_images and
+    captions share a step)."""
+    return [
+        event.materialization
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(asset)
+    ]
+
+
 def partition_outcome(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
     """(ok | partial | FAILED, the counts a person checks) of one ingest run. ``partial``:
     the run finished but some images failed or were deferred (the budget), or a deletion
@@ -84,7 +96,7 @@ def partition_outcome(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
                 return "FAILED", described
         return "FAILED", "see the run in the Dagster UI (make dev) for the error"
     meta = {}
-    for materialization in result.asset_materializations_for_node("vector_index"):
+    for materialization in materializations(result, "vector_index"):
         meta = {name: value.value for name, value in materialization.metadata.items()}
     names = ("indexed", "quarantined", "failed", "upserted", "deleted")
     counts = ", ".join(f"{name} {meta[name]}" for name in names if name in meta)
@@ -93,12 +105,12 @@ def partition_outcome(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
     spent = sum(
         float(m.metadata["cost_usd"].value)
         for asset in ("captions", "embeddings")
-        for m in result.asset_materializations_for_node(asset)
+        for m in materializations(result, asset)
         if "cost_usd" in m.metadata
     )
     if spent:
         counts += f", spent ${spent:.4f}"
-    for m in result.asset_materializations_for_node("captions"):
+    for m in materializations(result, "captions"):
         for name in ("failed_by_reason", "deferred_by_reason"):
             if name in m.metadata and m.metadata[name].value:
                 reasons = ", ".join(f"{k} {v}" for k, v in m.metadata[name].value.items())

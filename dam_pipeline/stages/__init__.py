@@ -5,16 +5,21 @@ already computed, and returns a ``Manifest`` whose ``summary`` holds counts and 
 The Dagster assets in ``dam_pipeline.defs.assets`` are thin wrappers around these.
 """
 
-from dam_pipeline.stages.captions import caption_partition
+from dam_pipeline.stages.captions import caption_arriving, caption_partition
 from dam_pipeline.stages.embeddings import embed_partition
-from dam_pipeline.stages.normalized_images import normalize_partition
+from dam_pipeline.stages.normalized_images import anything_new, normalize_partition
+from dam_pipeline.stages.overlap import normalize_and_caption, overlap_worthwhile
 from dam_pipeline.stages.raw_images import list_raw_images
 from dam_pipeline.stages.vector_index import index_partition
 
 __all__ = [
+    "anything_new",
+    "caption_arriving",
     "caption_partition",
     "embed_partition",
     "index_partition",
     "list_raw_images",
+    "normalize_and_caption",
     "normalize_partition",
+    "overlap_worthwhile",
 ]

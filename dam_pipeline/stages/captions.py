@@ -11,8 +11,11 @@ again: nothing is dropped.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner, CaptionerError, ImageInput
@@ -25,7 +28,7 @@ from dam_pipeline.captioning.facts import (
 from dam_pipeline.costs import PriceTable, RunBudget, meter_of, spend_summary
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import CaptionRecord, Manifest, NormalizedImage, status_counts
-from dam_pipeline.stages.progress import batched, log, progress, timed
+from dam_pipeline.stages.progress import log, progress, timed
 
 UNUSABLE_RUNS = 3
 """An image whose answers were unusable this many runs in a row (the first and two more) is
@@ -114,55 +117,122 @@ def caption_partition(
     store: ObjectStore,
     captioner: Captioner,
     cache: ContentCache,
-    budget: RunBudget | None = None,
-    prices: PriceTable | None = None,
-    known_cost_each: float | None = None,
-    previous: Manifest | None = None,
-    retry_failed: bool = False,
+    **options: Any,
 ) -> Manifest:
     """Caption in batches; each finished batch goes to the cache at once, so a run that dies
     half-way resumes where it stopped, and identical images are captioned once. A paid
     captioner's usage and cost are in the summary; images its ``budget`` no longer covers,
     or that a provider gone down could not take, are deferred to the next run. An image
     whose answers were unusable ``UNUSABLE_RUNS`` runs in a row (``previous``) waits,
-    unless ``retry_failed``."""
-    summary: dict = {}
+    unless ``retry_failed``. ``options``: those of ``caption_arriving``."""
+    return caption_arriving(
+        [normalized.records], lambda: normalized, len(normalized), store, captioner, cache,
+        **options,
+    )  # fmt: skip
+
+
+def caption_arriving(
+    arriving: Iterable[list[NormalizedImage]],
+    normalized: Callable[[], Manifest],
+    expected: int,
+    store: ObjectStore,
+    captioner: Captioner,
+    cache: ContentCache,
+    budget: RunBudget | None = None,
+    prices: PriceTable | None = None,
+    known_cost_each: float | None = None,
+    previous: Manifest | None = None,
+    retry_failed: bool = False,
+) -> Manifest:
+    """``caption_partition`` for normalized records that arrive in chunks while the
+    partition is still being normalized: a batch is sent as soon as enough uncached images
+    have arrived, so the models start on the first images instead of after the last.
+    ``normalized()`` gives the finished manifest once ``arriving`` is exhausted (the
+    records come out in its order)."""
+    summary: dict = {"seconds_cache_lookup": 0.0}
     prices = prices or PriceTable.from_json()
     meter, model_id = meter_of(captioner), getattr(captioner, "model_id", "")
     usage_before = meter.snapshot() if meter else {}
-    ok_images = normalized.ok()
-    hashes = list(dict.fromkeys(r.normalized_hash for r in ok_images))
-    with timed(summary, "seconds_cache_lookup"):
-        known = cache.get_captions(captioner.fingerprint, hashes)
     unusable_before = _unusable_runs(previous, captioner.fingerprint)
-    held = {
-        h: runs
-        for h, runs in unusable_before.items()
-        if runs >= UNUSABLE_RUNS and not retry_failed and h not in known
-    }
-    missing = [h for h in hashes if h not in known and h not in held]
-    missing_set = set(missing)
-    errors: dict[str, CaptionerError] = {
-        h: CaptionerError(f"unusable answers {runs} runs in a row", kind="unusable answer")
-        for h, runs in held.items()
-    }
+    known: dict[str, dict] = {}
+    held: dict[str, int] = {}
+    missing: list[str] = []
+    errors: dict[str, CaptionerError] = {}
     deferred: dict[str, tuple[str, str]] = {}
 
-    model_seconds = 0.0
-    with timed(summary, "seconds_captioning"):
-        bar = progress(len(missing), "captioning")
-        for batch in batched(missing, captioner.batch_size):
+    def to_caption() -> Iterator[list[str]]:
+        """Batches of uncached images, each as soon as it is full (the last when the
+        stream ends); what the cache or the held list answers is never sent."""
+        seen: set[str] = set()
+        pending: list[str] = []
+        for chunk in arriving:
+            new = list(dict.fromkeys(r.normalized_hash for r in chunk if r.status == "ok"))
+            new = [h for h in new if h not in seen]
+            seen.update(new)
+            with timed(lookup := {}, "seconds"):
+                known.update(cache.get_captions(captioner.fingerprint, new))
+            summary["seconds_cache_lookup"] += lookup["seconds"]
+            for digest in new:
+                runs = unusable_before.get(digest, 0)
+                if digest in known:
+                    continue
+                if runs >= UNUSABLE_RUNS and not retry_failed:
+                    held[digest] = runs
+                    errors[digest] = CaptionerError(
+                        f"unusable answers {runs} runs in a row", kind="unusable answer"
+                    )
+                    continue
+                missing.append(digest)
+                pending.append(digest)
+            while len(pending) >= captioner.batch_size:
+                yield pending[: captioner.batch_size]
+                pending = pending[captioner.batch_size :]
+        if pending:
+            yield pending
+
+    waited = [0.0]  # seconds spent waiting for records to arrive (overlapped decoding)
+
+    def timed_arrivals(chunks: Iterator[list[NormalizedImage]]) -> Iterator[list[NormalizedImage]]:
+        while True:
+            start = time.perf_counter()
+            chunk = next(chunks, None)
+            waited[0] += time.perf_counter() - start
+            if chunk is None:
+                return
+            yield chunk
+
+    arriving = timed_arrivals(iter(arriving))
+    sent: deque[list[str]] = deque()
+
+    def inputs() -> Iterator[list[ImageInput]]:
+        """The batches to send, the budget applied to each before it goes."""
+        for batch in to_caption():
             if budget is not None and meter is not None:
                 allowed = budget.affordable(model_id, len(batch))
                 deferred.update((h, ("budget", budget.reason())) for h in batch[allowed:])
                 bar.update(len(batch) - allowed)
                 batch = batch[:allowed]
-                if not batch:
-                    continue
+            if batch:
+                sent.append(batch)
+                yield _image_inputs(store, batch)
+
+    model_seconds = 0.0
+    with timed(summary, "seconds_captioning"):
+        bar = progress(expected, "captioning")
+        if meter is None and hasattr(captioner, "caption_batches"):
+            # free local models: the text of one batch is made while the models take the
+            # next (a paid captioner goes batch by batch, so the budget sees every spend)
+            answers = captioner.caption_batches(inputs())
+        else:
+            answers = (captioner.caption_batch(images) for images in inputs())
+        while True:
             batch_before = meter.snapshot() if meter else {}
-            with timed(timing := {}, "model"):
-                results = captioner.caption_batch(_image_inputs(store, batch))
-            model_seconds += timing["model"]
+            waited_before, start = waited[0], time.perf_counter()
+            results = next(answers, None)
+            model_seconds += time.perf_counter() - start - (waited[0] - waited_before)
+            if results is None:
+                break
+            batch = sent.popleft()
             if budget is not None and meter is not None:
                 budget.spend(prices.total(meter.since(batch_before)), len(batch))
             fresh = {}
@@ -177,7 +247,12 @@ def caption_partition(
             known.update(fresh)
             bar.update(len(batch))
         bar.close()
+    summary["seconds_waiting_for_images"] = round(waited[0], 3)
 
+    summary["seconds_cache_lookup"] = round(summary["seconds_cache_lookup"], 3)
+    normalized_manifest = normalized()
+    ok_images = normalized_manifest.ok()
+    missing_set = set(missing)
     records = [
         _record(
             r,
@@ -187,7 +262,7 @@ def caption_partition(
             deferred.get(r.normalized_hash),
             unusable_before.get(r.normalized_hash, 0) + (r.normalized_hash not in held),
         )
-        for r in normalized
+        for r in normalized_manifest
     ]
     failed_by = Counter(r.failure for r in records if r.status == "failed")
     deferred_by = Counter(r.failure for r in records if r.status == "deferred")

@@ -4,6 +4,7 @@ video becomes one such image per shot (``videos.py``)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from dam_pipeline.imaging import (
@@ -114,6 +115,13 @@ def _reusable(
     return old.max_side == max_side and store.has(old.normalized_hash)
 
 
+def anything_new(raw: Manifest, previous: Manifest | None) -> bool:
+    """Whether the listing holds an object the last normalized manifest does not cover (new
+    or changed): then the models will likely be needed, and are worth loading early."""
+    known = {(r.video_key or r.key, r.version) for r in previous or ()}
+    return any((r.key, r.version) not in known for r in raw)
+
+
 def normalize_partition(
     source: Source,
     raw: Manifest,
@@ -124,10 +132,13 @@ def normalize_partition(
     workers: int = 4,
     decode_memory_bytes: int = DEFAULT_DECODE_MEMORY,
     video: VideoLimits | None = None,
+    on_ready: Callable[[list[NormalizedImage]], None] | None = None,
 ) -> Manifest:
     """Decode in a small thread pool (Pillow and FFmpeg release the GIL), one object per
     worker at a time, the workers together within ``decode_memory_bytes`` (see
-    ``DecodeBudget``), so memory stays flat however large the partition and its objects."""
+    ``DecodeBudget``), so memory stays flat however large the partition and its objects.
+    ``on_ready`` receives the records as they are ready (the reused ones first), so that
+    the next stage can start before the partition is finished (``overlap.py``)."""
     budget = DecodeBudget(decode_memory_bytes)
     video = video or VideoLimits()
     summary: dict = {}
@@ -146,6 +157,8 @@ def normalize_partition(
             results[record.key] = old
         else:
             todo.append(record)
+    if on_ready is not None and results:
+        on_ready([record for records in results.values() for record in records])
 
     decoded: dict[str, VideoShots] = {}
     with timed(summary, "seconds_decoding"), ThreadPoolExecutor(workers) as pool:
@@ -156,6 +169,8 @@ def normalize_partition(
         )
         for raw_record, (records, shots) in zip(todo, work, strict=True):
             results[raw_record.key] = records
+            if on_ready is not None:
+                on_ready(records)
             if shots is not None:
                 decoded[raw_record.key] = shots
             for record in records:
