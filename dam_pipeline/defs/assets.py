@@ -332,20 +332,21 @@ def vector_index(
         return manifest
 
     finished = {}
-    for key in context.partition_keys:
-        if key not in embeddings:
-            continue
-        try:
-            manifest = index(key, embeddings[key])
-        except Exception:
-            if len(context.partition_keys) == 1:
-                raise
-            context.log.exception("vector_index failed for partition %s", key)
-            continue
-        finished[key] = manifest
-        yield dg.AssetMaterialization(
-            asset_key="vector_index", partition=key, metadata=stage_metadata(manifest)
-        )
+    with store.batch_writes():  # pgvector: a large load builds its graph once, at the end
+        for key in context.partition_keys:
+            if key not in embeddings:
+                continue
+            try:
+                manifest = index(key, embeddings[key])
+            except Exception:
+                if len(context.partition_keys) == 1:
+                    raise
+                context.log.exception("vector_index failed for partition %s", key)
+                continue
+            finished[key] = manifest
+            yield dg.AssetMaterialization(
+                asset_key="vector_index", partition=key, metadata=stage_metadata(manifest)
+            )
     yield checks.index_matches_manifest(finished, store)
     failed = [key for key in context.partition_keys if key not in finished]
     if failed:

@@ -22,7 +22,6 @@ from dam_pipeline.stages.progress import batched, log, progress, timed
 from dam_pipeline.vector_stores import VectorRecord, VectorStore
 from dam_pipeline.vector_stores.base import Metadata
 
-UPSERT_BATCH = 256
 CAPTION_METADATA_LIMIT = 2000
 
 
@@ -220,7 +219,7 @@ def _upsert(
 ) -> None:
     """Upsert in batches, with the vectors from the content cache."""
     bar = progress(len(items), "indexing")
-    for batch in batched(items, UPSERT_BATCH):
+    for batch in batched(items, store.upsert_batch):
         embedder = batch[0][1].embedder
         vectors = cache.get_vectors(embedder, [r.input_hash for _, r, _ in batch])
         absent = [r.key for _, r, _ in batch if r.input_hash not in vectors]

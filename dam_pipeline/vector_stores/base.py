@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,6 +61,15 @@ class VectorHit:
 
 
 class VectorStore(Protocol):
+    upsert_batch: int
+    """How many records the pipeline hands ``upsert`` at once: each call is one unit of
+    work, so a store with a bulk path (pgvector's COPY) takes many."""
+
+    def batch_writes(self) -> AbstractContextManager[None]:
+        """Around a run's writes (many ``upsert`` calls): a store may defer work that is
+        cheaper once at the end (pgvector builds its HNSW index once after a large load)."""
+        ...
+
     def ensure_compatible(self, embedder: str, dimension: int) -> None:
         """Bind the index to one embedder; raise ``IncompatibleIndexError`` on a mismatch."""
         ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,6 +87,11 @@ def _reconnecting(method: Callable[..., T]) -> Callable[..., T]:
 class ChromaVectorStore:
     """A collection (and its copies) on a Chroma server: ``url``, or the local server of the
     folder ``path`` (``local_chroma``), started on demand and shared by every process."""
+
+    upsert_batch = 256
+
+    def batch_writes(self) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing to defer: the index is maintained as it is written
 
     def __init__(
         self,

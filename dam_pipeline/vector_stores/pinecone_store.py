@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,11 @@ def fit_metadata(metadata: Metadata, limit: int = MAX_METADATA_BYTES) -> Metadat
 
 
 class PineconeVectorStore:
+    upsert_batch = 256
+
+    def batch_writes(self) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing to defer: the index is maintained as it is written
+
     def __init__(
         self,
         api_key: str,
