@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dam_pipeline.rate_limit import RateLimiter
     from dam_pipeline.reasoning import Reasoner
     from dam_pipeline.sources import Source
+    from dam_pipeline.sources.events import BucketEventQueue
     from dam_pipeline.state import PipelineState
     from dam_pipeline.vector_stores import VectorStore
     from dam_pipeline.video import VideoLimits
@@ -142,6 +143,23 @@ def open_source(settings: Settings, s3_client: Any = None) -> Source:
         public_url_template=settings.public_url_template,
         library_id=settings.library_id,
     )
+
+
+def open_event_queue(settings: Settings, source: Source) -> BucketEventQueue | None:
+    """The bucket's event queue (``DAM_EVENT_QUEUE_URL``), or None (a folder, or no queue)."""
+    from dam_pipeline.sources import S3Source
+    from dam_pipeline.sources.events import BucketEventQueue
+
+    if not settings.event_queue_url or not isinstance(source, S3Source):
+        return None
+    import boto3
+
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=settings.sqs_endpoint_url or None,
+        region_name=settings.aws_region or None,
+    )
+    return BucketEventQueue(sqs, settings.event_queue_url, source.bucket, source.root, source.depth)
 
 
 def video_limits(settings: Settings) -> VideoLimits:

@@ -27,7 +27,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=build_image_library_assets(settings),
         jobs=[ingest_job, discover_prefixes_job, query_job],
         sensors=[
-            *build_sensors(settings.sensor_interval_seconds),
+            *build_sensors(
+                settings.sensor_interval_seconds,
+                event_queue=bool(settings.event_queue_url),
+                reconcile_seconds=settings.reconcile_interval_seconds,
+            ),
             dead_run_worker_sensor,
             build_pool_sensor(settings),
         ],

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     sensor_interval_seconds: Positive = 30
     sensor_budget_seconds: float = Field(default=40.0, gt=0)
     resync_cron: str = "0 3 * * *"
+    event_queue_url: str = ""
+    """An SQS queue receiving the bucket's S3 event notifications: the upload sensor then
+    reads it instead of listing the bucket, and the listing runs as the reconciliation."""
+    sqs_endpoint_url: str = Field(
+        default="", validation_alias=_env("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL")
+    )
+    reconcile_interval_seconds: Positive = 3600
+    """With an event queue: how often the full listing catches what events missed."""
 
     # Decoding
     max_side: Positive = 1024

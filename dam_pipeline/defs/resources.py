@@ -25,6 +25,7 @@ from dam_pipeline.reasoning import Reasoner
 from dam_pipeline.retrieval import KeywordIndex
 from dam_pipeline.settings import PROVIDER_KEY_VARIABLES, DataLayout, Settings
 from dam_pipeline.sources import Source
+from dam_pipeline.sources.events import BucketEventQueue
 from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
 
@@ -68,6 +69,10 @@ class SourceResource(dg.ConfigurableResource):
         return components.open_source(
             self.settings, s3_client=self.s3.get_client() if uses_s3 else None
         )
+
+    def event_queue(self) -> BucketEventQueue | None:
+        """The bucket's event queue (``DAM_EVENT_QUEUE_URL``), if one is configured."""
+        return components.open_event_queue(self.settings, self.open())
 
 
 class StorageResource(dg.ConfigurableResource):

@@ -96,17 +96,70 @@ def upload_sensor(
     )
 
 
-def build_sensors(interval_seconds: int) -> list[dg.SensorDefinition]:
-    """The two sensors, evaluated at most every ``DAM_SENSOR_INTERVAL_SECONDS``."""
-    return [
+def bucket_event_sensor(
+    context: dg.SensorEvaluationContext, source: SourceResource, storage: StorageResource
+) -> dg.SensorResult:
+    """Runs ingest_job for each partition the bucket's event notifications name, without
+    listing the bucket. The messages are deleted once the runs are requested; one that is
+    lost (a tick that dies just then, an event never sent) is caught by the listing, which
+    runs as the reconciliation (``upload_sensor``, every DAM_RECONCILE_INTERVAL_SECONDS)."""
+    queue = source.event_queue()
+    if queue is None:
+        return dg.SensorResult(skip_reason="no event queue (DAM_EVENT_QUEUE_URL) for this source")
+    batch = queue.read(storage.settings.sensor_budget_seconds)
+    tick = int(context.cursor or 0) + 1
+    keys = {encode_prefix(prefix): keys for prefix, keys in batch.changed.items()}
+    runs = [
+        dg.RunRequest(
+            partition_key=key,
+            run_key=f"event-{tick}-{key}",
+            tags={"dam/changed": str(len(changed)), "dam/trigger": "bucket events"},
+        )
+        for key, changed in sorted(keys.items())
+    ]
+    partitions = _add_missing_partitions(context, set(keys))
+    queue.acknowledge(batch.receipts)
+    context.log.info(
+        "%d event messages, %d objects in %d partitions (%d ignored), no listing",
+        batch.messages,
+        sum(len(changed) for changed in keys.values()),
+        len(keys),
+        batch.ignored,
+    )
+    return dg.SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=partitions,
+        cursor=str(tick),
+        skip_reason=None if runs else f"{batch.messages} event messages, nothing to ingest",
+    )
+
+
+def build_sensors(
+    interval_seconds: int, event_queue: bool = False, reconcile_seconds: int = 3600
+) -> list[dg.SensorDefinition]:
+    """The sensors, evaluated at most every ``DAM_SENSOR_INTERVAL_SECONDS``. With an event
+    queue, the events are read at that interval and the listing becomes the
+    reconciliation, every ``DAM_RECONCILE_INTERVAL_SECONDS``."""
+    sensors = [
         dg.sensor(
             minimum_interval_seconds=interval_seconds,
             description="Registers every prefix of the source as a partition (delimiter listing).",
         )(prefix_discovery_sensor),
         dg.sensor(
             job=ingest_job,
-            minimum_interval_seconds=interval_seconds,
+            minimum_interval_seconds=reconcile_seconds if event_queue else interval_seconds,
             description="Runs ingest_job for each partition with new, overwritten or deleted "
-            "objects.",
+            "objects (a listing"
+            + ("; the reconciliation of the bucket's events)." if event_queue else ")."),
         )(upload_sensor),
     ]
+    if event_queue:
+        sensors.append(
+            dg.sensor(
+                job=ingest_job,
+                minimum_interval_seconds=interval_seconds,
+                description="Runs ingest_job for each partition the bucket's S3 event "
+                "notifications (SQS) name, without listing the bucket.",
+            )(bucket_event_sensor)
+        )
+    return sensors
