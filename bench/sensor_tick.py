@@ -9,6 +9,10 @@ lists for at most DAM_SENSOR_BUDGET_SECONDS (40 s) and resumes where it stopped;
 default sensor
 evaluation limit is 60 s. Also times the bare paged listing, to separate the endpoint's
 cost from the sensor's own.
+
+Then the event path: the bucket notifies an SQS queue (moto's), 5 objects are uploaded to
+one prefix, and ``bucket_event_sensor`` ticks once. LIST requests are counted for every
+tick (the source's listing pages).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tqdm import tqdm
 from dam_pipeline.definitions import build_definitions
 from dam_pipeline.defs.resources import build_resources
 from dam_pipeline.settings import Settings
+from dam_pipeline.sources import S3Source
 from dam_pipeline_tests.servers import moto_server
 
 
@@ -38,13 +43,32 @@ def fill_bucket(client, bucket: str, objects: int, prefixes: int = 100) -> None:
             bar.update()
 
 
+LISTED = [0]
+"""LIST requests made by the source (pages), counted by ``_counting_pages``."""
+
+
+def _counting_pages(pages):
+    def counted(*args, **kwargs):
+        for page in pages(*args, **kwargs):
+            LISTED[0] += 1
+            yield page
+
+    return counted
+
+
+S3Source._pages = _counting_pages(S3Source._pages)
+
+
 def tick(
-    settings: Settings, instance: dg.DagsterInstance, cursor: str | None
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    sensor_name: str = "upload_sensor",
 ) -> tuple[float, dg.SensorResult]:
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=build_resources(settings)
     ) as context:
-        sensor = build_definitions(settings).resolve_sensor_def("upload_sensor")
+        sensor = build_definitions(settings).resolve_sensor_def(sensor_name)
         start = time.perf_counter()
         result = sensor(context)
         return time.perf_counter() - start, result
@@ -52,6 +76,7 @@ def tick(
 
 def full_pass(settings: Settings, instance: dg.DagsterInstance, cursor: str | None) -> dict:
     ticks, requests, run_keys = [], 0, set()
+    LISTED[0] = 0
     while True:
         seconds, result = tick(settings, instance, cursor)
         for request in result.dynamic_partitions_requests or []:
@@ -63,6 +88,7 @@ def full_pass(settings: Settings, instance: dg.DagsterInstance, cursor: str | No
         if json.loads(cursor).get("start_after") is None:
             return {
                 "tick_seconds": ticks,
+                "list_requests": LISTED[0],
                 "run_requests": requests,
                 "cursor": cursor,
                 "keys": run_keys,
@@ -93,6 +119,7 @@ def measure(objects: int) -> dict:
         listing_seconds = time.perf_counter() - start
         first = full_pass(settings, instance, None)
         second = full_pass(settings, instance, first["cursor"])
+        events = event_tick(client, endpoint, settings, instance)
     return {
         "objects": objects,
         "bare_listing_seconds": round(listing_seconds, 2),
@@ -104,6 +131,33 @@ def measure(objects: int) -> dict:
         "second_pass_new_run_keys": len(second["keys"] - first["keys"]),
         "max_tick_seconds": max(first["tick_seconds"] + second["tick_seconds"]),
         "cursor_bytes": len(second["cursor"]),
+        "list_requests_per_pass": second["list_requests"],
+        "event_tick": events,
+    }
+
+
+def event_tick(client, endpoint: str, settings: Settings, instance: dg.DagsterInstance) -> dict:
+    """5 uploads to one prefix, announced through SQS, and one tick of the event sensor."""
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+    url = sqs.create_queue(QueueName="bench-sensor-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    client.put_bucket_notification_configuration(
+        Bucket="bench-sensor",
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    for i in range(5):
+        client.put_object(Bucket="bench-sensor", Key=f"library/p007/new{i}.jpg", Body=b"x")
+    evented = settings.replace(event_queue_url=url, sqs_endpoint_url=endpoint)
+    LISTED[0] = 0
+    seconds, result = tick(evented, instance, None, "bucket_event_sensor")
+    return {
+        "tick_seconds": round(seconds, 3),
+        "list_requests": LISTED[0],
+        "run_requests": [r.partition_key for r in result.run_requests or []],
     }
 
 
