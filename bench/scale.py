@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -205,8 +206,6 @@ def main() -> None:
     x, prefixes, dates, queries = vectors(args.vectors + ADDED, args.dim)
     base = (x[: args.vectors], prefixes[: args.vectors], dates[: args.vectors])
     added = (prefixes[args.vectors :], dates[args.vectors :], x[args.vectors :])
-    import shutil
-
     shutil.rmtree(args.work, ignore_errors=True)
     with postgres_server(args.work / "postgres") as url:
         with psycopg.connect(url, autocommit=True) as db:

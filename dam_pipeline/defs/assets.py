@@ -107,12 +107,12 @@ def normalized_images_and_captions(
     opened = source.open() if "normalized_images" in selected else None
     captioning = _Captioning(context, captioner, storage) if "captions" in selected else None
 
-    def normalize(key: str, raw: Manifest, on_ready=None) -> Manifest:
+    def normalize(key: str, raw: Manifest, previous: Manifest | None, on_ready=None) -> Manifest:
         return stages.normalize_partition(
             opened,
             raw,
             store,
-            previous=storage.previous_manifest("normalized_images", key),
+            previous=previous,
             max_side=settings.max_side,
             max_pixels=settings.max_image_pixels or None,
             workers=settings.workers,
@@ -132,7 +132,9 @@ def normalized_images_and_captions(
                 "normalized_images",
                 key,
                 normalized,
-                lambda key=key: normalize(key, raw_images[key]),
+                lambda key=key: normalize(
+                    key, raw_images[key], storage.previous_manifest("normalized_images", key)
+                ),
             )
             continue
         if opened is None:  # captions alone, from the last normalized manifest
@@ -213,14 +215,14 @@ class _Captioning:
         if stages.anything_new(raw, previous):
             self._load_models()
         if not self.overlap:
-            done = normalize(key, raw)
+            done = normalize(key, raw, previous)
             try:
                 return done, self.caption(key, done)
             except Exception as exc:
                 return done, exc
         options = self._options(key)
         return stages.normalize_and_caption(
-            lambda ready: normalize(key, raw, ready),
+            lambda ready: normalize(key, raw, previous, ready),
             lambda arriving, finished: stages.caption_arriving(
                 arriving, finished, len(raw), self.store, self.built, self.cache, **options
             ),

@@ -173,9 +173,9 @@ def caption_arriving(
                 known.update(cache.get_captions(captioner.fingerprint, new))
             summary["seconds_cache_lookup"] += lookup["seconds"]
             for digest in new:
-                runs = unusable_before.get(digest, 0)
                 if digest in known:
                     continue
+                runs = unusable_before.get(digest, 0)
                 if runs >= UNUSABLE_RUNS and not retry_failed:
                     held[digest] = runs
                     errors[digest] = CaptionerError(

@@ -85,14 +85,14 @@ def normalize_and_caption(
         captions: Manifest | Exception = caption(arriving(), finished)
     except Exception as exc:
         captions = exc
-        for _ in _drain(chunks):  # let the decoding finish: the producer may be waiting
-            pass
+        _drain(chunks)  # let the decoding finish: the producer may be waiting to put
     normalized = finished()
     normalized.summary["seconds_normalize_and_caption"] = round(time.perf_counter() - started, 3)
     return normalized, captions
 
 
-def _drain(chunks: queue.Queue) -> Iterator[object]:
-    while (item := chunks.get()) is not _DONE:
-        yield item
+def _drain(chunks: queue.Queue) -> None:
+    """Take and drop what the producer puts until it is done."""
+    while chunks.get() is not _DONE:
+        pass
     chunks.put(_DONE)

@@ -142,8 +142,8 @@ class PgVectorStore:
         if len(latest) >= BULK_ROWS:
             self._bulk_upsert(list(latest.values()))
             return
-        rows = {
-            r.id: (
+        rows = [
+            (
                 r.id,
                 str(r.metadata.get("partition", "")),
                 r.metadata.get("date_ts"),
@@ -152,7 +152,7 @@ class PgVectorStore:
                 _literal(r.vector),
             )
             for r in latest.values()
-        }
+        ]
         with self.db.transaction() as cursor:
             cursor.executemany(
                 f"INSERT INTO {self.table} (id, partition, date_ts, document, metadata, embedding) "
@@ -160,7 +160,7 @@ class PgVectorStore:
                 "partition = EXCLUDED.partition, date_ts = EXCLUDED.date_ts, "
                 "document = EXCLUDED.document, metadata = EXCLUDED.metadata, "
                 "embedding = EXCLUDED.embedding",
-                list(rows.values()),
+                rows,
             )
         if not self._deferring:
             self._ensure_index()
