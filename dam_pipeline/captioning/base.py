@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from PIL import Image
 
 
@@ -22,6 +23,9 @@ class Caption:
     ocr_text: str = ""
     people: dict = field(default_factory=dict)
     """People detected (local captioner): ``count`` and each detection's kind, score, box."""
+    visual: np.ndarray | None = None
+    """What the image looks like (``embedding.visual``), when the captioner's own network
+    computed it (the local captioner); otherwise the embeddings stage computes it."""
 
 
 class ImageInput:

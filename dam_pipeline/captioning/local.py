@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,6 +95,19 @@ def views(image: Image.Image) -> list[np.ndarray]:
         reach = max(1, int(height * (0.5 + HALF_OVERLAP)))
         halves = [image.crop((0, 0, width, reach)), image.crop((0, height - reach, width, height))]
     return [preprocess(image), squash(image), *(preprocess(half) for half in halves)]
+
+
+def forward_views(network, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's (features, logits) for every view of every image (``views``), in
+    image order, ``FORWARD_CHUNK`` views a pass."""
+    import torch
+
+    per_image = [views(image) for image in images]
+    batch = torch.from_numpy(np.stack([view for group in per_image for view in group]))
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        outputs = [network(chunk) for chunk in torch.split(batch, FORWARD_CHUNK)]
+    return torch.cat([f for f, _ in outputs]), torch.cat([logits for _, logits in outputs])
 
 
 def _article(noun: str) -> str:
@@ -197,18 +210,16 @@ class LocalCaptioner:
 
     @property
     def model(self) -> torch.nn.Module:
+        """The optimized network, shared with the visual embedder: ``(features, logits)``."""
         import torch
 
-        from dam_pipeline.captioning.efficientnet_lite import (
-            load_efficientnet_lite0,
-            optimized_for_inference,
-        )
+        from dam_pipeline.captioning.efficientnet_lite import shared_network
 
         with self._lock:
             if self._model is None:
                 if self._threads:
                     torch.set_num_threads(self._threads)
-                self._model = optimized_for_inference(load_efficientnet_lite0())
+                self._model = shared_network()
             return self._model
 
     def load(self) -> None:
@@ -221,23 +232,27 @@ class LocalCaptioner:
     def class_probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities per image: the maximum over its views (an object that fills one
         half counts as much as one that fills the frame), renormalized; one row per image."""
-        import torch
+        return self.classify(images)[0]
 
-        per_image = [views(image) for image in images]
-        batch = torch.from_numpy(np.stack([view for group in per_image for view in group]))
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            chunks = [self.model(chunk) for chunk in torch.split(batch, FORWARD_CHUNK)]
-            probs = torch.cat(chunks).softmax(dim=-1).numpy()
+    def classify(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and visual vectors (``embedding.visual``), one row per image,
+        from one forward pass over the views of each."""
+        from dam_pipeline.embedding.visual import visual_vectors
+
+        features, logits = forward_views(self.model, images)
+        probs = logits.softmax(dim=-1).numpy()
         pooled = probs.reshape(len(images), -1, probs.shape[-1]).max(axis=1)
-        return pooled / pooled.sum(axis=1, keepdims=True)
+        visual = visual_vectors(features.numpy().reshape(len(images), -1, features.shape[-1]))
+        return pooled / pooled.sum(axis=1, keepdims=True), visual
 
-    def model_outputs(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[People]]:
-        """Class probabilities and the people found, per image. The detectors (one thread)
-        run beside the classifier's forward pass instead of after it."""
+    def model_outputs(
+        self, images: Sequence[Image.Image]
+    ) -> tuple[np.ndarray, np.ndarray, list[People]]:
+        """Class probabilities, visual vectors and the people found, per image. The
+        detectors (one thread) run beside the classifier's forward pass instead of after it."""
         found = [self._decoder.submit(self._detect_people, image) for image in images]
-        probabilities = self.class_probabilities(images)
-        return probabilities, [future.result() for future in found]
+        probabilities, visual = self.classify(images)
+        return probabilities, visual, [future.result() for future in found]
 
     def _detect_people(self, image: Image.Image) -> People:
         return self.people.detect(image) if self.people else People()
@@ -257,8 +272,8 @@ class LocalCaptioner:
                 continue
             inputs = as_inputs(images)
             small = list(self._decoder.map(lambda item: item.open(RESIZE_SHORT_SIDE), inputs))
-            probabilities, people = self.model_outputs(small)
-            following = self._finisher.submit(self._finish, inputs, small, probabilities, people)
+            outputs = self.model_outputs(small)
+            following = self._finisher.submit(self._finish, inputs, small, *outputs)
             if finishing is not None:
                 yield finishing.result()
             finishing = following
@@ -270,16 +285,22 @@ class LocalCaptioner:
         inputs: list[ImageInput],
         small: list[Image.Image],
         probabilities: np.ndarray,
+        visual: np.ndarray,
         people: list[People],
     ) -> list[Caption]:
         return [
-            describe(
-                _group_labels(probs),
-                dominant_colours(image),
-                self._read_text(item, image, probs),
-                found,
+            replace(
+                describe(
+                    _group_labels(probs),
+                    dominant_colours(image),
+                    self._read_text(item, image, probs),
+                    found,
+                ),
+                visual=looks,
             )
-            for probs, image, item, found in zip(probabilities, small, inputs, people, strict=True)
+            for probs, looks, image, item, found in zip(
+                probabilities, visual, small, inputs, people, strict=True
+            )
         ]
 
     def _read_text(self, item: ImageInput, small: Image.Image, probs: np.ndarray) -> str:

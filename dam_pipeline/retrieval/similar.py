@@ -1,11 +1,13 @@
 """More like this, and near-duplicate groups.
 
-"Similar" ranks by the index's own vectors (caption embeddings, or image embeddings with
-Titan). Near duplicates are judged on pixels instead: a 64-bit difference hash of each
-normalized image, compared by Hamming distance, survives re-encoding, resizing and small
-edits that change every byte. Candidate pairs come from ``max_distance + 1`` bit bands (two
-hashes that differ in at most that many bits agree exactly on at least one band), so a
-large library is not compared pair by pair; candidates are then checked exactly.
+"Similar" ranks by the visual index (what images look like: ``embedding.visual``), else by
+the index's own vectors (caption embeddings, or image embeddings with Titan). Near
+duplicates are judged on pixels: a 64-bit difference hash of each normalized image, compared
+by Hamming distance, survives re-encoding, resizing and small edits that change every byte;
+and, with a visual index, on looks, which also join crops, mirrored and grey copies.
+Candidate pairs by pixels come from ``max_distance + 1`` bit bands (two hashes that differ
+in at most that many bits agree exactly on at least one band), so a large library is not
+compared pair by pair; candidates are then checked exactly.
 """
 
 from __future__ import annotations
@@ -86,27 +88,82 @@ def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+LOOKS_ALIKE = 0.86
+"""Two photos whose visual vectors are at least this similar are one picture (a crop, a
+mirrored, grey, darker, turned or re-encoded copy). Chosen on the even-id half of
+``coco_dev`` and its edited copies as just above the most similar pair of different photos
+there (0.859); on the odd half it joined no pair of 51,030 different photos and 97–100% of
+each kind of copy, except a quarter cut from one corner (8%): ``bench.similar_quality``."""
+MAX_LOOKS_IMAGES = 10_000
+"""At most this many photos are compared by looks in one request (their vectors are read
+from the visual index: 50 MB); beyond it only pixels are compared (narrow by prefix)."""
+
+
 @dataclass(frozen=True)
 class DuplicateGroup:
     keys: list[str]
-    max_distance: int
-    """The largest Hamming distance between two members (0: the same picture)."""
+    max_distance: int | None
+    """The largest Hamming distance between two members joined by pixels (0: the same
+    picture); None when looks alone joined them."""
+    looks: float | None = None
+    """The lowest visual similarity of the members joined by looks (a crop, a mirrored or
+    grey copy, which pixels miss); None when pixels alone joined them."""
 
     @property
     def similarity(self) -> float:
-        return round(1 - self.max_distance / HASH_BITS, 4)
+        scores = [] if self.max_distance is None else [1 - self.max_distance / HASH_BITS]
+        scores += [] if self.looks is None else [self.looks]
+        return round(min(scores), 4)
+
+    @property
+    def joined_by(self) -> str:
+        """``pixels``, ``looks`` or ``pixels and looks``."""
+        ways = [
+            w for w, v in (("pixels", self.max_distance), ("looks", self.looks)) if v is not None
+        ]
+        return " and ".join(ways)
 
 
 def duplicates_in(
-    store: VectorStore, partitions: Iterable[str], max_distance: int = 6
+    store: VectorStore,
+    partitions: Iterable[str],
+    max_distance: int = 6,
+    visual_store: VectorStore | None = None,
+    min_looks: float = LOOKS_ALIKE,
 ) -> list[DuplicateGroup]:
-    """Near-duplicate groups among the indexed images of these partitions."""
-    metadata = [meta for p in partitions for meta in store.list_partition(p).values()]
-    return near_duplicate_groups(metadata, max_distance)
+    """Near-duplicate groups among the indexed images of these partitions: by pixels, and
+    by looks when a visual index is given."""
+    stored = {p: store.list_partition(p) for p in partitions}
+    metadata = [meta for found in stored.values() for meta in found.values()]
+    pairs: list[tuple[str, str, float]] = []
+    photos = [(vid, p) for p, found in stored.items() for vid, m in found.items()
+              if not m.get("video_key")]  # fmt: skip
+    if visual_store is not None and 1 < len(photos) <= MAX_LOOKS_IMAGES:
+        fetched = visual_store.fetch(photos)
+        ids = [vid for vid, _ in photos if vid in fetched]
+        keys = {vid: str(stored[p][vid]["key"]) for vid, p in photos}
+        vectors = np.stack([fetched[vid][0] for vid in ids]) if ids else np.zeros((0, 1))
+        pairs = [(keys[ids[i]], keys[ids[j]], s) for i, j, s in looks_alike(vectors, min_looks)]
+    return near_duplicate_groups(metadata, max_distance, pairs)
+
+
+def looks_alike(
+    vectors: np.ndarray, threshold: float, block: int = 1024
+) -> Iterable[tuple[int, int, float]]:
+    """Index pairs (i < j) whose vectors' similarity is at least ``threshold``, block by
+    block (memory: ``block`` rows against all)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    for start in range(0, len(vectors), block):
+        scores = vectors[start : start + block] @ vectors.T
+        for i, j in zip(*np.nonzero(scores >= threshold), strict=True):
+            if start + i < j:
+                yield int(start + i), int(j), round(float(scores[i, j]), 4)
 
 
 def near_duplicate_groups(
-    metadata: Iterable[Metadata], max_distance: int = 6
+    metadata: Iterable[Metadata],
+    max_distance: int = 6,
+    looks_pairs: Iterable[tuple[str, str, float]] = (),
 ) -> list[DuplicateGroup]:
     """Groups of images whose perceptual hashes differ by at most ``max_distance`` bits
     (similarity = 1 - distance/64; 6 bits is about 0.9), largest groups first.
@@ -150,6 +207,10 @@ def near_duplicate_groups(
             if min(videos.count(a), videos.count(b)) * 2 < shorter:
                 continue
         parent[root(a)] = root(b)
+    alike: dict[tuple[str, str], float] = {}
+    for a, b, score in looks_pairs:  # photos only: a shot's looks are its video's business
+        alike[(a, b)] = score
+        parent[root(a)] = root(b)
     groups: dict[str, list[str]] = defaultdict(list)
     for node in list(parent):
         groups[root(node)].append(node)
@@ -158,8 +219,15 @@ def near_duplicate_groups(
         if len(members) < 2:
             continue
         inside = set(members)
-        distance = max(d for (a, b), d in worst.items() if a in inside and b in inside)
-        result.append(DuplicateGroup(sorted(members), distance))
+        distances = [d for (a, b), d in worst.items() if a in inside and b in inside]
+        scores = [s for (a, b), s in alike.items() if a in inside and b in inside]
+        result.append(
+            DuplicateGroup(
+                sorted(members),
+                max(distances) if distances else None,
+                min(scores) if scores else None,
+            )
+        )
     return sorted(result, key=lambda g: (-len(g.keys), g.keys))
 
 

@@ -26,6 +26,7 @@ from dam_pipeline.captioning.facts import (
     video_fact_tags,
 )
 from dam_pipeline.costs import PriceTable, RunBudget, meter_of, spend_summary
+from dam_pipeline.embedding.visual import VISUAL_FINGERPRINT
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import CaptionRecord, Manifest, NormalizedImage, status_counts
 from dam_pipeline.stages.progress import log, progress, timed
@@ -235,15 +236,20 @@ def caption_arriving(
             batch = sent.popleft()
             if budget is not None and meter is not None:
                 budget.spend(prices.total(meter.since(batch_before)), len(batch))
-            fresh = {}
+            fresh, looks = {}, {}
             for digest, result in zip(batch, results, strict=True):
                 if isinstance(result, CaptionerError) and result.deferred:
                     deferred[digest] = (result.kind, f"deferred: {result}; the next run sends it")
                 elif isinstance(result, CaptionerError):
                     errors[digest] = result
                 else:
-                    fresh[digest] = dataclasses.asdict(result)
+                    if result.visual is not None:  # the embeddings stage need not compute it
+                        looks[f"image:{digest}"] = result.visual
+                    fresh[digest] = dataclasses.asdict(dataclasses.replace(result, visual=None))
+                    del fresh[digest]["visual"]
             cache.put_captions(captioner.fingerprint, fresh)
+            if looks:
+                cache.put_vectors(VISUAL_FINGERPRINT, looks)
             known.update(fresh)
             bar.update(len(batch))
         bar.close()

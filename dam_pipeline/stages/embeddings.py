@@ -10,6 +10,7 @@ from __future__ import annotations
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.costs import PriceTable, meter_of, spend_summary
 from dam_pipeline.embedding import Embedder
+from dam_pipeline.embedding.visual import VisualEmbedder
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.keys import text_hash
 from dam_pipeline.manifests import CaptionRecord, EmbeddingRecord, Manifest, status_counts
@@ -38,9 +39,11 @@ def embed_partition(
     store: ObjectStore | None = None,
     prices: PriceTable | None = None,
     known_cost_each: float | None = None,
+    visual: VisualEmbedder | None = None,
 ) -> Manifest:
     """Vectors for the partition's captions (or images), computed only where the cache has
-    none; a paid embedder's usage and cost are in the summary."""
+    none; a paid embedder's usage and cost are in the summary. With ``visual``, each image's
+    visual vector too (the local captioner has usually cached it already)."""
     summary: dict = {}
     meter = meter_of(embedder)
     usage_before = meter.snapshot() if meter else {}
@@ -69,6 +72,7 @@ def embed_partition(
             bar.update(len(chunk))
         bar.close()
 
+    looks = _visual_vectors(visual, ok, cache, store, summary) if visual else set()
     records = [
         EmbeddingRecord(
             key=r.key,
@@ -80,6 +84,7 @@ def embed_partition(
             dimension=dimension if r.status == "ok" else 0,
             reason=r.reason,
             caption=r,
+            visual=visual.fingerprint if visual and r.key in looks else "",
         )
         for r in captions
     ]
@@ -100,3 +105,43 @@ def embed_partition(
         )
     log.info("embeddings: %d computed, %d reused", len(missing), summary["reused"])
     return Manifest(records=records, summary=summary)
+
+
+def visual_hash(record: CaptionRecord) -> str:
+    """The cache key of an image's visual vector (its normalized image's hash)."""
+    return f"image:{record.normalized_hash}"
+
+
+def _visual_vectors(
+    visual: VisualEmbedder,
+    ok: dict[str, CaptionRecord],
+    cache: ContentCache,
+    store: ObjectStore | None,
+    summary: dict,
+) -> set[str]:
+    """Keys whose visual vector is in the cache after this: looked up, and computed from
+    the normalized image where missing (a vision-LLM captioner, an older index). An image
+    whose vector cannot be made keeps its caption vector for "more like this"."""
+    wanted = {key: visual_hash(r) for key, r in ok.items() if r.normalized_hash}
+    known = set(cache.get_vectors(visual.fingerprint, wanted.values()))
+    missing = list(dict.fromkeys(h for h in wanted.values() if h not in known))
+    if missing and store is not None:
+        with timed(summary, "seconds_visual"):
+            bar = progress(len(missing), "visual vectors")
+            for chunk in batched(missing, EMBED_CHUNK):
+                readable = {}
+                for h in chunk:
+                    try:
+                        readable[h] = store.read_bytes(h.removeprefix("image:"))
+                    except Exception as exc:  # gone from the store: the caption vector serves
+                        log.warning("no visual vector for %s: %s", h, exc)
+                vectors = visual.embed_images(list(readable.values()))
+                cache.put_vectors(visual.fingerprint, dict(zip(readable, vectors, strict=True)))
+                known.update(readable)
+                bar.update(len(chunk))
+            bar.close()
+    summary.update(
+        visual_computed=len([h for h in missing if h in known]),
+        visual_reused=len(set(wanted.values())) - len(missing),
+    )
+    return {key for key, h in wanted.items() if h in known}
