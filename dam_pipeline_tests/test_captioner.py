@@ -92,9 +92,11 @@ def test_the_optimized_network_computes_the_same_function() -> None:
     eager = load_efficientnet_lite0()
     fast = optimized_for_inference(load_efficientnet_lite0())
     with torch.inference_mode():
-        expected = eager(batch)
-        actual = fast(batch.contiguous(memory_format=torch.channels_last))
+        expected_features = eager.features(batch)
+        expected = eager._fc(expected_features)
+        features, actual = fast(batch.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(expected, actual, atol=1e-3)
+    assert torch.allclose(expected_features, features, atol=1e-3)
     assert expected.argmax(dim=1).tolist() == actual.argmax(dim=1).tolist()
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from dam_pipeline.sqlite_state import open_shared
+
 if TYPE_CHECKING:
     from dam_pipeline.postgres import PostgresDatabase
 
@@ -91,8 +93,7 @@ class SqliteKeywordIndex:
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = open_shared(self.path)
             self._local.db = db
         return db
 
