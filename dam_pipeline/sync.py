@@ -18,14 +18,45 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dam_pipeline.keys import ROOT_PARTITION, decode_prefix, encode_prefix
+from dam_pipeline.manifests import ManifestStore
 from dam_pipeline.sources import Source, is_media_key
 from dam_pipeline.sources.base import partition_of
 
 DEFAULT_BUDGET_SECONDS = 40.0
+
+
+class ProcessedVersions(Mapping[str, Mapping[str, str]]):
+    """partition key -> {object key: version} from each partition's last ``raw_images``
+    manifest, read when first asked for: a tick that lists two partitions reads two
+    manifests, not every partition's."""
+
+    def __init__(self, manifests: ManifestStore, partition_keys: Iterable[str]) -> None:
+        self._manifests = manifests
+        self._keys = list(dict.fromkeys(partition_keys))
+        self._known_keys = set(self._keys)
+        self._read: dict[str, dict[str, str] | None] = {}
+
+    def _versions(self, key: str) -> dict[str, str] | None:
+        if key not in self._read:
+            manifest = self._manifests.read("raw_images", key) if key in self._known_keys else None
+            self._read[key] = None if manifest is None else {r.key: r.version for r in manifest}
+        return self._read[key]
+
+    def __getitem__(self, key: str) -> Mapping[str, str]:
+        versions = self._versions(key)
+        if versions is None:
+            raise KeyError(key)
+        return versions
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key in self._keys if self._versions(key) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass
@@ -110,4 +141,69 @@ def scan_changes(
             if gone:
                 result.deleted[partition_key] = gone
     result.cursor = json.dumps({"start_after": last_key})
+    return result
+
+
+def scan_partitions(
+    source: Source, partitions: set[str], known: Mapping[str, Mapping[str, str]]
+) -> ChangeScan:
+    """List these partitions whole (and only them) and compare them with ``known``: what a
+    folder's changed signatures point at (``LocalFolderSource.folder_signatures``)."""
+    result = ChangeScan(complete=True)
+    for partition_key in sorted(partitions):
+        listed: set[str] = set()
+        for obj in source.iter_objects(decode_prefix(partition_key)):
+            if obj.ignored or not is_media_key(obj.key):
+                continue
+            if encode_prefix(partition_of(obj.key, source.depth)) != partition_key:
+                continue  # the root's listing holds only its own files; to be sure
+            result.objects += 1
+            result.partitions.add(partition_key)
+            listed.add(obj.key)
+            if known.get(partition_key, {}).get(obj.key) != obj.version:
+                result.changed[partition_key].append((obj.key, obj.version))
+        gone = sorted(set(known.get(partition_key, {})) - listed)
+        if gone:
+            result.deleted[partition_key] = gone
+    return result
+
+
+def follow_source(
+    source: Source,
+    cursor: str | None,
+    known: Mapping[str, Mapping[str, str]],
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+    reconcile_seconds: float = 3600.0,
+    now: float | None = None,
+) -> ChangeScan:
+    """One tick of the upload sensor. A bucket is listed (``scan_changes``). A folder is
+    listed whole once every ``reconcile_seconds``; in between, only the partitions whose
+    folder signatures changed since the last tick are listed (a tick over a folder where
+    nothing changed reads its directories, not its files). The signatures a listing pass
+    records are those taken when it began, so a change made during the pass is seen."""
+    signatures_of = getattr(source, "folder_signatures", None)
+    if signatures_of is None:
+        return scan_changes(source, cursor, known, budget_seconds)
+    state = json.loads(cursor) if cursor else {}
+    now = time.time() if now is None else now
+    signatures = {encode_prefix(p): digest for p, digest in signatures_of().items()}
+    previous = state.get("folders")
+    listed_at = float(state.get("listed_at", 0.0))
+    if (
+        previous is not None
+        and not state.get("start_after")
+        and now - listed_at < reconcile_seconds
+    ):
+        touched = {
+            k for k in signatures.keys() | previous.keys() if signatures.get(k) != previous.get(k)
+        }
+        result = scan_partitions(source, touched, known)
+        result.cursor = json.dumps({"folders": signatures, "listed_at": listed_at})
+        return result
+    pass_began = state.get("pass_folders") if state.get("start_after") else signatures
+    result = scan_changes(source, cursor, known, budget_seconds)
+    if result.complete:
+        result.cursor = json.dumps({"folders": pass_began, "listed_at": now})
+    else:
+        result.cursor = json.dumps({**json.loads(result.cursor), "pass_folders": pass_began})
     return result

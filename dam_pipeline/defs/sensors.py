@@ -10,7 +10,7 @@ from dam_pipeline.defs.jobs import ingest_job
 from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import SourceResource, StorageResource
 from dam_pipeline.keys import decode_prefix, encode_prefix
-from dam_pipeline.sync import scan_changes
+from dam_pipeline.sync import ProcessedVersions, follow_source
 
 
 def _add_missing_partitions(
@@ -63,14 +63,17 @@ def prefix_discovery_sensor(
 def upload_sensor(
     context: dg.SensorEvaluationContext, source: SourceResource, storage: StorageResource
 ) -> dg.SensorResult:
-    manifests = storage.state().manifests
-    known = {
-        key: {record.key: record.version for record in manifest}
-        for key in context.instance.get_dynamic_partitions(image_prefixes.name)
-        if (manifest := manifests.read("raw_images", key)) is not None
-    }
+    known = ProcessedVersions(
+        storage.state().manifests, context.instance.get_dynamic_partitions(image_prefixes.name)
+    )
     budget = storage.settings.sensor_budget_seconds  # a tick lists this long (Dagster: 60 s)
-    scan = scan_changes(source.open(), context.cursor, known, budget)
+    scan = follow_source(
+        source.open(),
+        context.cursor,
+        known,
+        budget,
+        reconcile_seconds=storage.settings.reconcile_interval_seconds,
+    )
     runs = [
         dg.RunRequest(
             partition_key=key,

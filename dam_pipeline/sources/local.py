@@ -54,6 +54,31 @@ class LocalFolderSource:
                 prefixes.add("" if level == 0 else rel.as_posix())
         return sorted(prefixes)
 
+    def folder_signatures(self) -> dict[str, str]:
+        """prefix -> a digest of the modification times of its folders. Adding, removing or
+        renaming a file changes its folder's time (and so this digest) without a look at any
+        file; overwriting a file in place does not (the periodic full listing finds that).
+        Reads directories only: no file is stat'ed."""
+        self._check_root()
+        times: dict[str, list[str]] = {}
+        pending = [self.root]
+        while pending:
+            folder = pending.pop()
+            rel = "" if folder == self.root else folder.relative_to(self.root).as_posix()
+            prefix = "/".join(rel.split("/")[: self.depth]) if rel else ""
+            try:
+                times.setdefault(prefix, []).append(f"{rel}:{folder.stat().st_mtime_ns}")
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                            pending.append(Path(entry.path))
+            except OSError as exc:  # unreadable: a changing digest, so it is listed
+                times.setdefault(prefix, []).append(f"{rel}:{type(exc).__name__}")
+        return {
+            prefix: hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+            for prefix, parts in times.items()
+        }
+
     def iter_objects(self, prefix: str) -> Iterator[SourceObject]:
         self._check_root()
         base = self._resolve(prefix) if prefix else self.root
