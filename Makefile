@@ -61,8 +61,8 @@ test-system: setup
 	$(BIN)/python -m pytest -m system
 
 lint: setup
-	$(BIN)/ruff check dam_pipeline dam_pipeline_tests bench
-	$(BIN)/ruff format --check dam_pipeline dam_pipeline_tests bench
+	$(BIN)/ruff check dam_pipeline dam_pipeline_tests bench tools
+	$(BIN)/ruff format --check dam_pipeline dam_pipeline_tests bench tools
 
 # all-mpnet-base-v2 (768-d), the larger sentence embedder, from its five PyPI parts (400 MB;
 # not part of setup: DAM_EMBEDDER_MODEL=all-mpnet-base-v2 uses it once installed).
@@ -81,6 +81,8 @@ SCALE_VECTORS ?= 1000000
 bench-scale: setup
 	$(BIN)/python -m bench.scale --vectors $(SCALE_VECTORS) \
 	  --json bench/results/scale-$(SCALE_VECTORS).json
+	$(BIN)/python -m bench.scale --store chroma --vectors $(SCALE_VECTORS) \
+	  --work /tmp/dam-bench-scale-chroma --json bench/results/scale-chroma-$(SCALE_VECTORS).json
 
 dev: setup
 	DAGSTER_HOME="$$($(BIN)/dam init-home)" $(BIN)/dagster dev -w workspace.yaml

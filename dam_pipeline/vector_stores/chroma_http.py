@@ -63,6 +63,10 @@ class ChromaHttpClient:
         )
         return Collection(self, model)
 
+    def list_collections(self) -> list[str]:
+        """The names of the database's collections."""
+        return [c["name"] for c in self.request("GET", self._collections())]
+
     def delete_collection(self, name: str) -> None:
         self.request("DELETE", f"{self._collections()}/{name}")
 
