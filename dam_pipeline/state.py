@@ -8,6 +8,7 @@
 | normalized images    | ``<data_dir>/objects``          | ``DAM_OBJECT_STORE`` (S3)             |
 | request rate limits  | ``<data_dir>/cache`` SQLite     | Postgres ``dam_rate_limits``          |
 | spend ledger         | ``<data_dir>/cache`` SQLite     | Postgres ``dam_spend``                |
+| faces, people, names | ``<data_dir>/people`` SQLite    | Postgres ``dam_faces``, ``dam_persons``|
 | provider outages     | ``<data_dir>/cache`` SQLite     | Postgres ``dam_outages``              |
 
 The shared profile (``DAM_STATE_URL`` + ``DAM_OBJECT_STORE``) keeps nothing on a worker's
@@ -25,6 +26,7 @@ from typing import Any
 
 from dam_pipeline.cache import ContentCache, PostgresContentCache, SqliteContentCache
 from dam_pipeline.costs import PostgresSpendLedger, SpendLedger, SqliteSpendLedger
+from dam_pipeline.faces.people_store import PeopleStore, PostgresPeopleStore, SqlitePeopleStore
 from dam_pipeline.imaging.object_store import FolderObjectStore, ObjectStore, S3ObjectStore
 from dam_pipeline.manifests import FolderManifestStore, ManifestStore, PostgresManifestStore
 from dam_pipeline.outages import OutageBoard, PostgresOutageBoard, SqliteOutageBoard
@@ -47,6 +49,7 @@ class PipelineState:
     keywords_file: Path
     rate_limits_file: Path
     spend_file: Path | None = None
+    people_file: Path | None = None
     state_url: str = ""
     object_store_url: str = ""
     s3_client: Callable[[], Any] | None = None
@@ -97,6 +100,13 @@ class PipelineState:
         if self.state_url:
             return PostgresRateLimiter(self.state_url, name, requests_per_minute)
         return SqliteRateLimiter(self.rate_limits_file, name, requests_per_minute)
+
+    @cached_property
+    def people(self) -> PeopleStore:
+        """Faces, persons and names: with the library's state, so names are shared."""
+        if self.state_url:
+            return PostgresPeopleStore(database(self.state_url))
+        return SqlitePeopleStore(self.people_file or self.cache_file.with_name("people.sqlite"))
 
     @cached_property
     def outages(self) -> OutageBoard:

@@ -219,3 +219,77 @@ def test_pgvector_finds_the_nearest_within_a_narrow_filter(database_url) -> None
     )
     hits = store.query(_unit(0), 5, StoreFilter(partitions=("rare",)))
     assert [hit.id for hit in hits][:1] == ["id0"] and len(hits) == 3
+
+
+@pytest.fixture
+def people_and_index(kind, tmp_path, request):
+    """The people store and the face index a library on that profile uses."""
+    from dam_pipeline.faces.people_store import PostgresPeopleStore, SqlitePeopleStore
+    from dam_pipeline.vector_stores import ChromaVectorStore
+
+    if kind == "local":
+        return SqlitePeopleStore(tmp_path / "people.sqlite"), ChromaVectorStore(
+            "faces", path=tmp_path / "chroma"
+        )
+    url = request.getfixturevalue("database_url")
+    return PostgresPeopleStore(PostgresDatabase(url)), PgVectorStore(url, "faces")
+
+
+def _synthetic_faces(people: int, each: int, seed: int = 3):
+    """Unit descriptors: each person's faces close to their own random centre."""
+    import numpy as np
+
+    from dam_pipeline.faces.people_store import StoredFace, unit
+
+    rng = np.random.default_rng(seed)
+    faces = []
+    for person in range(people):
+        centre = unit(rng.normal(size=128))
+        for n in range(each):
+            vector = unit(centre + rng.normal(scale=0.012, size=128))
+            key = f"p{person}_{n}.jpg"
+            box = (0.1, 0.1, 0.3, 0.3)
+            faces.append(
+                StoredFace(f"f{person}-{n}", f"part{n % 2}", key, f"v-{key}", box, 80, 50.0,
+                           0.9, b"jpeg", vector)
+            )  # fmt: skip
+    return faces
+
+
+def test_people_are_grouped_named_and_forgotten_alike_in_both_stores(people_and_index) -> None:
+    from dam_pipeline.faces.grouping import FaceNeighbours, assign_new_faces, regroup
+    from dam_pipeline.vector_stores import VectorRecord
+
+    people, index = people_and_index
+    faces = _synthetic_faces(3, 4)
+    for part in ("part0", "part1"):
+        mine = [f for f in faces if f.partition == part]
+        people.replace_photos(part, mine, keep_keys=[])
+        index.ensure_compatible("faces/test", 128)
+        index.upsert([VectorRecord(f.face_id, f.descriptor, "", {"partition": part, "key": f.key})
+                      for f in mine])  # fmt: skip
+        assign_new_faces(mine, people, FaceNeighbours(people, index))
+    found = people.persons()
+    assert sorted(p.faces for p in found) == [4, 4, 4]
+    assert all(len({k.split("_")[0] for k in p.photos}) == 1 for p in found)  # one each
+    first = next(p for p in found if p.photos[0].startswith("p0_"))
+    people.name(first.person_id, "Ana")
+    assert people.photos_with(people.known_names()["ana"]) == {
+        (f.partition, f.key) for f in faces if f.key.startswith("p0_")
+    }
+    assert people.names_in_photos(["v-p0_1.jpg", "v-p1_1.jpg"]) == {"v-p0_1.jpg": ["Ana"]}
+    # a face taken out never goes back; names survive regrouping
+    new = people.detach("f0-3")
+    regroup(people)
+    assert people.person_of(["f0-3"])["f0-3"] == new
+    assert people.person(first.person_id).name == "Ana"
+    assert people.person(first.person_id).faces == 3
+    # merging pins; forgetting keeps one averaged descriptor and deletes the faces
+    second = next(p for p in people.persons() if p.photos[0].startswith("p1_"))
+    people.merge(first.person_id, second.person_id)
+    regroup(people)
+    assert people.person(first.person_id).faces == 7
+    gone = people.forget(first.person_id)
+    assert len(gone) == 7 and len(people.forgotten()) == 1
+    assert people.count() == 5
+    assert people.delete_everything() == 5 and people.persons() == []

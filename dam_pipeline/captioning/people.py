@@ -118,7 +118,7 @@ def _ssd_anchors(size: int, strides: list[int], per_location: list[int]) -> np.n
     return np.concatenate(anchors).astype(np.float32)
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = width * height
@@ -192,7 +192,7 @@ class _SsdDetector:
         boxes = np.clip(np.stack([left, top, right, bottom], -1), 0.0, 1.0)
         chosen: list[int] = []
         for index in np.argsort(-scores):
-            if all(_overlap(boxes[index], boxes[other]) < NMS_OVERLAP for other in chosen):
+            if all(overlap(boxes[index], boxes[other]) < NMS_OVERLAP for other in chosen):
                 chosen.append(int(index))
         return [
             Detection(self.kind, float(scores[i]), tuple(round(float(v), 4) for v in boxes[i]))
@@ -237,6 +237,14 @@ class PeopleDetector:
                     _SsdDetector(folder / FACE_MODEL, "face", 192, [4], [1], FACE_THRESHOLD),
                 )
             return self._detectors
+
+    def detect_faces(self, image: Image.Image) -> list[Detection]:
+        """The face detector alone (what the faces stage needs)."""
+        detectors = self._load()
+        if detectors is None:
+            return []
+        with self._lock:
+            return detectors[1](image)
 
     def detect(self, image: Image.Image) -> People:
         detectors = self._load()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dam_pipeline.faces.people_store import PeopleStore
 from dam_pipeline.manifests import RETRIED, Manifest
 from dam_pipeline.vector_stores import VectorStore
 
@@ -21,6 +22,12 @@ INDEX_MATCHES_MANIFEST = dg.AssetCheckSpec(
     "vector_index_matches_manifest",
     asset="vector_index",
     description="Exactly one vector per processed object, of the configured model and dimension.",
+)
+
+FACES_MATCH_PEOPLE = dg.AssetCheckSpec(
+    "faces_match_people_store",
+    asset="faces",
+    description="Every face the manifest lists is in the people store, and no other face.",
 )
 
 PARTITION_ROWS = dg.TableSchema(
@@ -103,4 +110,31 @@ def index_matches_manifest(indexed: dict[str, Manifest], store: VectorStore) -> 
             "partitions": _rows(rows),
             "failing": sum(not ok for _, ok, _ in rows),
         },
+    )
+
+
+def faces_match_people(faces: dict[str, Manifest], people: PeopleStore) -> dg.AssetCheckResult:
+    rows = []
+    for key, manifest in faces.items():
+        listed = {face for record in manifest for face in record.face_ids}
+        by_photo = people.photo_faces(key)
+        stored = {face for ids in by_photo.values() for face in ids}
+        kept = {  # a failed image keeps its earlier faces
+            face
+            for record in manifest
+            if record.status == "failed"
+            for face in by_photo.get(record.key, [])
+        }
+        missing, extra = listed - stored, stored - listed - kept
+        detail = (
+            f"{len(listed)} faces"
+            if not (missing or extra)
+            else (f"{len(missing)} listed but not stored, {len(extra)} stored but not listed")
+        )
+        rows.append((key, not (missing or extra), detail))
+    return dg.AssetCheckResult(
+        check_name=FACES_MATCH_PEOPLE.name,
+        asset_key="faces",
+        passed=all(ok for _, ok, _ in rows),
+        metadata={"partitions": _rows(rows)},
     )
