@@ -22,6 +22,10 @@ def _matches(metadata: dict, filter_: dict | None) -> bool:
             if not all(_matches(metadata, f) for f in condition):
                 return False
             continue
+        if field == "$or":  # Pinecone's filter language has both
+            if not any(_matches(metadata, f) for f in condition):
+                return False
+            continue
         value = metadata.get(field)
         if not isinstance(condition, dict):
             condition = {"$eq": condition}

@@ -173,6 +173,38 @@ def test_chroma_keeps_one_of_identical_vectors_searchable(tmp_path) -> None:
     assert store.count() == 0
 
 
+def test_chroma_filters_a_large_collection_without_losing_or_adding_hits(tmp_path) -> None:
+    """A large collection answers a broad filter from its unfiltered nearest records,
+    filtered here, and a narrow one through Chroma's filter: both give what Chroma's own
+    filter gives, and each hit passes the filter."""
+    store = ChromaVectorStore("big", path=tmp_path / "chroma")
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(1200, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    partitions = ["broad" if i % 4 else f"narrow-{i % 300}" for i in range(len(vectors))]
+    store.upsert(
+        [
+            VectorRecord(
+                f"v{i}", vectors[i], "", {"partition": p, "key": f"{p}/{i}.jpg", "date_ts": i}
+            )
+            for i, p in enumerate(partitions)
+        ]
+    )
+    store.overfetch_from = 1000  # this collection counts as large
+    for where in (
+        StoreFilter(partitions=("broad",)),  # 75%: the nearest 300 hold plenty
+        StoreFilter(date_from=100, date_to=700),  # 50%
+        StoreFilter(partitions=("narrow-8",)),  # four records: Chroma's filter
+        StoreFilter(partitions=("narrow-4", "narrow-12"), date_from=0, date_to=5),  # none
+    ):
+        for q in vectors[:5]:
+            hits = store.query(q, top_k=10, where=where)
+            expected = store._search(q, 10, where.where())
+            assert [h.id for h in hits] == [h.id for h in expected]
+            assert all(where.accepts(h.metadata) for h in hits)
+    assert len(store.query(vectors[0], top_k=10, where=StoreFilter(partitions=("narrow-8",)))) == 4
+
+
 def test_pinecone_batches_within_request_limits() -> None:
     with PineconeIndexServer(DIM) as server:
         store = PineconeVectorStore(api_key="pc-test", host=server.url)
@@ -192,3 +224,35 @@ def test_fit_metadata_cuts_long_text_only() -> None:
     meta = fit_metadata({"caption": "x" * 50_000, "key": "a.jpg", "empty": ""})
     assert len(str(meta).encode()) <= MAX_METADATA_BYTES + 100
     assert meta["key"] == "a.jpg" and "empty" not in meta
+
+
+def test_place_and_distance_filters_run_in_every_store(store) -> None:
+    from dam_pipeline.places.gazetteer import Place, place_metadata
+
+    places = {
+        (38.72, -9.14): Place("Intendente", "Lisbon", "Portugal", "PT", "Lisbon"),
+        (-23.55, -46.63): Place("Se", "São Paulo", "Brazil", "BR", "São Paulo"),
+        (48.86, 2.29): Place("Vanves", "Île-de-France", "France", "FR", "Paris"),
+    }
+
+    class Fixed:  # the gazetteer's answer for each position, without loading GeoNames
+        def place(self, lat: float, lon: float) -> Place:
+            return places[(lat, lon)]
+
+    store.ensure_compatible("test/model", DIM)
+    placed = []
+    for i, (lat, lon) in enumerate(places):
+        base = records("trip", 3)[i]
+        meta = {**base.metadata, **place_metadata({"gps": {"lat": lat, "lon": lon}}, Fixed(), "on")}
+        placed.append(VectorRecord(base.id, base.vector, base.document, meta))
+    store.upsert(placed)
+
+    def found(**where) -> set[str]:
+        hits = store.query(placed[0].vector, top_k=10, where=StoreFilter(**where))
+        return {h.metadata["place_country"] for h in hits}
+
+    assert found(places=("sao paulo",)) == {"Brazil"}
+    assert found(places=("paris", "portugal")) == {"France", "Portugal"}
+    assert found(places=("lisbon",), partitions=("trip",)) == {"Portugal"}
+    assert found(near=(48.85, 2.35, 20.0)) == {"France"}
+    assert found(places=("atlantis",)) == set()

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from dam_pipeline.imaging.budget import BYTES_PER_PIXEL
+from dam_pipeline.places.position import gps_position
 
 try:  # HEIC/HEIF/AVIF support is a plugin; without it such files are quarantined.
     import pillow_heif
@@ -144,7 +145,7 @@ OFFSET = re.compile(r"[+-]\d\d:\d\d")
 
 
 def _exif_facts(image: Image.Image) -> dict[str, Any]:
-    """Camera, date taken and GPS presence, read defensively: a corrupt block is ignored."""
+    """Camera, date taken and GPS position, read defensively: a corrupt block is ignored."""
     try:
         exif = image.getexif()
     except Exception:
@@ -164,8 +165,10 @@ def _exif_facts(image: Image.Image) -> dict[str, Any]:
             if OFFSET.fullmatch(offset):  # the camera's time zone, when it recorded one
                 parsed = datetime.fromisoformat(parsed.isoformat() + offset)
             facts["date_taken"] = parsed.isoformat()
-        if exif.get_ifd(ExifTags.IFD.GPSInfo):
+        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+        if gps:
             facts["has_gps"] = True
+            facts["gps"] = gps_position(gps)  # None: a block without a usable position
     except Exception:
         pass  # partial facts are better than none; a broken tag must not quarantine a photo
     return facts

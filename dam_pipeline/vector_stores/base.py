@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,9 +21,15 @@ class StoreFilter:
     partitions: tuple[str, ...] = ()
     date_from: int | None = None
     date_to: int | None = None
+    places: tuple[str, ...] = ()
+    """Folded place names (``places.gazetteer.fold``): a city, large city near it, region
+    or country equal to any of them."""
+    near: tuple[float, float, float] | None = None
+    """(lat, lon, km): taken within ``km`` of the point."""
 
     def conditions(self) -> list[dict[str, Any]]:
-        """The filter in the Mongo-like syntax Chroma and Pinecone share."""
+        """The filter in the Mongo-like syntax Chroma and Pinecone share (``near`` as its
+        bounding box: ``accepts`` then keeps the circle)."""
         out: list[dict[str, Any]] = []
         if self.partitions:
             out.append({"partition": {"$in": list(self.partitions)}})
@@ -30,13 +37,65 @@ class StoreFilter:
             out.append({"date_ts": {"$gte": self.date_from}})
         if self.date_to is not None:
             out.append({"date_ts": {"$lte": self.date_to}})
+        if self.places:
+            names = list(self.places)
+            out.append({"$or": [{f"{f}_folded": {"$in": names}} for f in PLACE_FIELDS]})
+        if self.near is not None:
+            south, north, west, east = bounding_box(*self.near)
+            out += [{"lat": {"$gte": south}}, {"lat": {"$lte": north}}]
+            if west <= east:  # a box across the antimeridian is left to ``accepts``
+                out += [{"lon": {"$gte": west}}, {"lon": {"$lte": east}}]
         return out
+
+    def accepts(self, metadata: Metadata) -> bool:
+        """Whether a stored record passes the filter (as the stores' own filters judge it: a
+        record without a date fails any date bound)."""
+        if self.partitions and metadata.get("partition") not in self.partitions:
+            return False
+        when = metadata.get("date_ts")
+        if self.date_from is not None and (when is None or when < self.date_from):
+            return False
+        if self.date_to is not None and (when is None or when > self.date_to):
+            return False
+        if self.places and not any(
+            metadata.get(f"{field}_folded") in self.places for field in PLACE_FIELDS
+        ):
+            return False
+        return self.near is None or within(metadata, *self.near)
 
     def where(self) -> dict[str, Any] | None:
         conditions = self.conditions()
         if not conditions:
             return None
         return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+
+PLACE_FIELDS = ("place_city", "place_near_city", "place_region", "place_country")
+
+
+def bounding_box(lat: float, lon: float, km: float) -> tuple[float, float, float, float]:
+    """(south, north, west, east) around a circle of ``km``."""
+    dlat = km / 111.2
+    dlon = km / max(1e-6, 111.2 * math.cos(math.radians(min(89.9, abs(lat)))))
+    west, east = lon - dlon, lon + dlon
+    if dlon >= 180:
+        west, east = -180.0, 180.0
+    west = west + 360 if west < -180 else west
+    east = east - 360 if east > 180 else east
+    return max(-90.0, lat - dlat), min(90.0, lat + dlat), west, east
+
+
+def within(metadata: Metadata, lat: float, lon: float, km: float) -> bool:
+    try:
+        here = float(metadata["lat"]), float(metadata["lon"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    p1, p2 = math.radians(lat), math.radians(here[0])
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(here[1] - lon) / 2) ** 2
+    )
+    return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(a))) <= km
 
 
 class IncompatibleIndexError(RuntimeError):

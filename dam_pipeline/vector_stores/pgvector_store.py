@@ -18,11 +18,13 @@ import numpy as np
 
 from dam_pipeline.postgres import PostgresDatabase, database
 from dam_pipeline.vector_stores.base import (
+    PLACE_FIELDS,
     IncompatibleIndexError,
     Metadata,
     StoreFilter,
     VectorHit,
     VectorRecord,
+    bounding_box,
     reindex_hint,
 )
 
@@ -34,8 +36,16 @@ EF_SEARCH = 200
 """The HNSW search list: recall@10 about 0.97 at 1M clustered vectors (0.82 at 40), p95
 under 10 ms (``../shared/anchors``)."""
 FILTERED_EF_SEARCH = 400
-"""The search list under a broad filter, with iterative scans (the anchor: 0.95-0.97 at
-3-10% selectivity with 200-800)."""
+"""The search list under a broad filter (a tenth of the rows or more), with iterative scans
+(the anchor: 0.95-0.97 at 3-10% selectivity with 200-800)."""
+MAX_EF_SEARCH = 1000
+"""pgvector's largest search list."""
+BROAD_SHARE = 0.10
+"""A filter keeping less than this share of the rows gets a longer search list, in
+proportion (3% of 1M rows: 400 gave recall 0.94, ``bench.scale``): the graph's candidates
+pass the filter that much more rarely."""
+COUNT_CAP = 200_000
+"""How far the filter's rows are counted to choose the plan (an index-only count)."""
 BULK_ROWS = 500
 """An upsert of at least this many rows goes through COPY into a staging table and one
 merge (about 100× the rows a second of row-by-row upserts); fewer rows are upserted as they
@@ -44,9 +54,22 @@ REBUILD_SHARE = 0.25
 """A bulk upsert that adds at least this share of the table's rows (a first load, a big
 backfill) drops the HNSW index and builds it again after the rows are in: building the
 graph once costs about a quarter of inserting the same rows into it one by one."""
-BUILD_MEMORY = "2GB"
-"""``maintenance_work_mem`` for an index build: a graph that does not fit is built far
-more slowly (1M 384-d vectors need about 2 GB; the server must have it)."""
+BUILD_BYTES_PER_ROW_OVERHEAD = 1024
+"""An HNSW graph in memory holds each vector plus its neighbour lists (2·m candidates on the
+bottom layer, 16 bytes each) and an element header: about ``4·dim + 1 KB`` per row."""
+BUILD_MEMORY_CAP_MB = 8192
+"""The most ``maintenance_work_mem`` an index build asks for (the anchor's setting): Postgres
+takes only what the graph needs, up to this."""
+
+
+def build_memory_mb(rows: int, dimension: int) -> int:
+    """``maintenance_work_mem`` for building the graph of ``rows`` vectors in one pass: a
+    graph that does not fit is built far more slowly (pgvector then inserts the rest one by
+    one). 1M 384-d vectors: about 3.3 GB."""
+    need = rows * (4 * dimension + BUILD_BYTES_PER_ROW_OVERHEAD) * 1.3 / 2**20
+    return int(min(BUILD_MEMORY_CAP_MB, max(64, need)))
+
+
 _BINDINGS = """
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE TABLE IF NOT EXISTS dam_vector_bindings (
@@ -233,12 +256,17 @@ class PgVectorStore:
             cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{t}_hnsw",))
             if cursor.fetchone()[0]:
                 return
+            cursor.execute(f"SELECT count(*) FROM {t}")
+            rows = int(cursor.fetchone()[0])
+        memory = build_memory_mb(rows, (self.binding() or ("", 1536))[1])
         with self.db.transaction() as cursor:
-            cursor.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+            cursor.execute(f"SET LOCAL maintenance_work_mem = '{memory}MB'")
             cursor.execute(
                 f"CREATE INDEX IF NOT EXISTS {t}_hnsw ON {t} USING hnsw "
                 "(embedding vector_cosine_ops)"
             )
+        with self.db.cursor() as cursor:  # statistics for the plans (and the row count)
+            cursor.execute(f"ANALYZE {t}")
 
     def delete(self, ids: Sequence[str], partition: str = "") -> None:
         if ids and self._exists():
@@ -299,6 +327,17 @@ class PgVectorStore:
         if where is not None and where.date_to is not None:
             clauses.append("date_ts <= %s")
             args.append(where.date_to)
+        if where is not None and where.places:
+            either = " OR ".join(f"metadata->>'{f}_folded' = ANY(%s)" for f in PLACE_FIELDS)
+            clauses.append(f"({either})")
+            args += [list(where.places)] * len(PLACE_FIELDS)
+        if where is not None and where.near is not None:
+            south, north, west, east = bounding_box(*where.near)
+            clauses.append("(metadata->>'lat')::float8 BETWEEN %s AND %s")
+            args += [south, north]
+            if west <= east:
+                clauses.append("(metadata->>'lon')::float8 BETWEEN %s AND %s")
+                args += [west, east]
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
     def _plan(self, cursor, where: StoreFilter | None, top_k: int, exact: bool = False) -> None:
@@ -306,21 +345,38 @@ class PgVectorStore:
         HNSW with a search list long enough for ``top_k``; under a filter, with pgvector's
         iterative scan (0.8 and later), which goes on through the graph until enough rows
         pass the filter instead of filtering one list and returning what is left."""
+        # Plans for this very vector and limit: a generic plan (psycopg prepares a statement
+        # run five times) does not know the limit and may sort the whole table instead of
+        # walking the graph; and compiling a plan (JIT) costs more than the search.
+        cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off")
         condition, args = self._where(where)
+        matching = None
         if condition and not exact:
             cursor.execute(
                 f"SELECT count(*) FROM (SELECT 1 FROM {self.table}{condition} LIMIT %s) AS m",
-                [*args, EXACT_SEARCH_ROWS + 1],
+                [*args, COUNT_CAP + 1],
             )
-            exact = cursor.fetchone()[0] <= EXACT_SEARCH_ROWS
+            matching = int(cursor.fetchone()[0])
+            exact = matching <= EXACT_SEARCH_ROWS
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
             return
         iterative = bool(condition) and self._iterative_scans()
-        base = FILTERED_EF_SEARCH if iterative else EF_SEARCH
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(base, min(1000, top_k))}")
+        ef = EF_SEARCH
+        if iterative and matching is not None:
+            share = matching / max(matching, self._rows(cursor))
+            ef = round(FILTERED_EF_SEARCH * BROAD_SHARE / max(share, 1e-6))
+            ef = max(FILTERED_EF_SEARCH, min(MAX_EF_SEARCH, ef))
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(ef, min(MAX_EF_SEARCH, top_k))}")
         if iterative:
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+
+    def _rows(self, cursor) -> int:
+        """The table's rows as the statistics have them (no scan; -1 before any)."""
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [self.table]
+        )
+        return int(cursor.fetchone()[0])
 
     def _iterative_scans(self) -> bool:
         """Whether the server's pgvector has iterative index scans (0.8.0 and later)."""

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from dam_pipeline.imaging.normalize import JPEG_QUALITY, DecodedImage, dhash
+from dam_pipeline.places.position import video_position
 from dam_pipeline.text import format_time
 
 CONTAINERS = {
@@ -90,6 +91,8 @@ class VideoShots:
     blank_shots: int = 0
     notes: list[str] = field(default_factory=list)
     """What was cut short (a truncated file, the shot limit), said once per video."""
+    location: dict[str, float] | None = None
+    """Where it was filmed, from the container's metadata (ISO 6709)."""
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -175,6 +178,7 @@ def extract_shots(file: BinaryIO, max_side: int, limits: VideoLimits) -> VideoSh
             frames_decoded=cutter.frames,
             blank_shots=cutter.blank_shots,
             notes=notes,
+            location=video_position(dict(container.metadata)),
         )
 
 

@@ -21,10 +21,12 @@ def write_clip(
     codec: str | None = None,
     rotation: int = 0,
     frame_times: Iterable[float] | None = None,
+    location: str = "",
 ) -> Path:
     """One shot per picture, ``seconds_each`` long, with a slow zoom so frames differ as in
     real footage. ``frame_times`` (seconds) gives a variable frame rate instead of ``fps``;
-    ``rotation`` writes a display matrix (degrees counter-clockwise), as phones do."""
+    ``rotation`` writes a display matrix (degrees counter-clockwise), as phones do;
+    ``location`` an ISO 6709 position ("+38.7223-009.1393/"), as phones do."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +35,8 @@ def write_clip(
     per_shot = max(1, round(seconds_each * fps))
     times = list(frame_times) if frame_times is not None else None
     with av.open(str(path), mode="w") as container:
+        if location:
+            container.metadata["location"] = location
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
