@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from dam_pipeline.sqlite_state import open_shared
+
 if TYPE_CHECKING:
     from dam_pipeline.postgres import PostgresDatabase
 
@@ -47,6 +49,11 @@ class ContentCache(Protocol):
 
     def put_vectors(self, embedder: str, vectors: dict[str, np.ndarray]) -> None: ...
 
+    def forget_results(self, model_prefix: str) -> int:
+        """Delete every cached result of models whose fingerprint starts with the prefix
+        (face descriptors, on request); returns how many."""
+        ...
+
 
 class SqliteContentCache:
     def __init__(self, path: Path) -> None:
@@ -59,8 +66,7 @@ class SqliteContentCache:
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = open_shared(self.path)
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
@@ -80,6 +86,14 @@ class SqliteContentCache:
             )
             found.update((h, json.loads(payload)) for h, payload in rows)
         return found
+
+    def forget_results(self, model_prefix: str) -> int:
+        pattern = model_prefix.replace("%", r"\%").replace("_", r"\_") + "%"
+        return (
+            self._connect()
+            .execute("DELETE FROM captions WHERE captioner LIKE ? ESCAPE '\\'", (pattern,))
+            .rowcount
+        )
 
     def put_captions(self, captioner: str, captions: dict[str, dict[str, Any]]) -> None:
         self._connect().executemany(
@@ -137,6 +151,13 @@ class PostgresContentCache:
                 (captioner, list(dict.fromkeys(image_hashes))),
             )
             return dict(cursor.fetchall())
+
+    def forget_results(self, model_prefix: str) -> int:
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM dam_caption_cache WHERE starts_with(captioner, %s)", (model_prefix,)
+            )
+            return cursor.rowcount
 
     def put_captions(self, captioner: str, captions: dict[str, dict[str, Any]]) -> None:
         rows = [(captioner, h, json.dumps(payload)) for h, payload in captions.items()]

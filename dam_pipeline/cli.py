@@ -40,6 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model loading is not news
 
+from dam_pipeline.places.gazetteer import place_words
 from dam_pipeline.retrieval.search import MODES
 from dam_pipeline.search_request import (
     DEFAULT_TOP_K,
@@ -144,6 +145,10 @@ def _print_hits(hits, as_json: bool) -> None:
         reranked = f", re-ranked {hit.rerank_score:g}/10" if hit.rerank_score is not None else ""
         print(f"{hit.rank:>2}. {printable(hit.label)}  (relevance {hit.relevance:.3f}{reranked})")
         print(f"    {printable(hit.caption)}")
+        if hit.people:
+            print(f"    with {printable(', '.join(hit.people))}")
+        if hit.place:
+            print(f"    in {printable(place_words(hit.place))}")
         print(f"    {printable(hit.url)}")
 
 
@@ -159,6 +164,9 @@ def _request(args: argparse.Namespace) -> SearchRequest:
         tags=args.tag,
         mode=args.mode,
         sort=args.sort,
+        people=args.person,
+        places=args.place,
+        near=args.near,
     )
 
 
@@ -282,15 +290,174 @@ def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
 
     groups = api.duplicates(prefixes=args.prefix, max_distance=args.max_distance, settings=settings)
     if args.json:
-        payload = [{"keys": g.keys, "similarity": g.similarity} for g in groups]
+        payload = [{"keys": g.keys, "similarity": g.similarity, "by": g.joined_by} for g in groups]
         print(json.dumps(payload, ensure_ascii=False, indent=2))
         return 0
     if not groups:
         print("No near-duplicates found.")
     for group in groups:
-        print(f"{len(group.keys)} images, similarity ≥ {group.similarity:.2f}:")
+        print(
+            f"{len(group.keys)} images, similarity ≥ {group.similarity:.2f} (by {group.joined_by}):"
+        )
         for key in group.keys:
             print(f"    {printable(key)}")
+    return 0
+
+
+def cmd_people(settings: Settings, args: argparse.Namespace) -> int:
+    """`dam people [list|show|name|merge|hide|unhide|detach|forget|regroup|delete-all]`."""
+    from dam_pipeline.faces.people_store import UnknownPersonError
+    from dam_pipeline.library import Library
+
+    library = Library(settings)
+    action = args.people_command or "list"
+    try:
+        return _PEOPLE_ACTIONS[action](library, args)
+    except UnknownPersonError as exc:
+        print(f"dam: {exc.args[0]}", file=sys.stderr)
+        return 2
+
+
+def _people_list(library, args: argparse.Namespace) -> int:
+    people = library.people_list(include_hidden=getattr(args, "all", False))
+    if getattr(args, "json", False):
+        print(json.dumps([p.to_dict() for p in people], ensure_ascii=False, indent=2))
+        return 0
+    if not people:
+        print("No people found yet: faces are found when the library is ingested (DAM_FACES).")
+    for person in people:
+        name = printable(person.name) if person.name else "(no name)"
+        hidden = "  [hidden]" if person.hidden else ""
+        sample = ", ".join(printable(k) for k in person.photos[:3])
+        faces = f"{person.faces} face{'s' if person.faces != 1 else ''}"
+        photos = f"{len(person.photos)} photo{'s' if len(person.photos) != 1 else ''}"
+        print(f"{person.person_id:>5}  {name}{hidden}: {faces} in {photos} (e.g. {sample})")
+    return 0
+
+
+def _people_show(library, args: argparse.Namespace) -> int:
+    person = library.person(args.person)
+    faces = library.person_faces(args.person)
+    if args.json:
+        print(json.dumps(person.to_dict() | {"face_ids": faces}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{person.person_id}: {printable(person.name or '(no name)')}")
+    for face in faces:
+        print(f"    face {face['face_id']}  in {printable(face['key'])}")
+    return 0
+
+
+def _people_name(library, args: argparse.Namespace) -> int:
+    person = library.name_person(args.person, args.name)
+    print(f"Person {person.person_id} is now {printable(person.name or '(no name)')}.")
+    return 0
+
+
+def _people_merge(library, args: argparse.Namespace) -> int:
+    person = library.merge_people(args.into, args.other)
+    print(f"Person {args.other} merged into {person.person_id} ({person.faces} faces).")
+    return 0
+
+
+def _people_hide(library, args: argparse.Namespace) -> int:
+    library.hide_person(args.person, hidden=args.people_command == "hide")
+    print(f"Person {args.person} is {'hidden' if args.people_command == 'hide' else 'shown'}.")
+    return 0
+
+
+def _people_detach(library, args: argparse.Namespace) -> int:
+    new = library.detach_face(args.face)
+    print(f"Face {args.face} taken out of its person: it is now person {new}.")
+    return 0
+
+
+def _people_forget(library, args: argparse.Namespace) -> int:
+    if not args.yes:
+        print(f"This deletes person {args.person}'s faces and keeps their new faces from being "
+              "grouped again. Re-run with --yes.")  # fmt: skip
+        return 1
+    count = library.forget_person(args.person)
+    print(f"Forgot person {args.person}: {count} faces deleted.")
+    return 0
+
+
+def _people_regroup(library, args: argparse.Namespace) -> int:
+    done = library.regroup_people()
+    print(f"Regrouped {done['faces']} faces into {done['persons']} people "
+          f"({done['faces_moved']} moved); names and your decisions kept.")  # fmt: skip
+    return 0
+
+
+def _people_delete_all(library, args: argparse.Namespace) -> int:
+    if not args.yes:
+        print("This deletes every face descriptor and crop, every person and name. "
+              "Re-run with --yes (and set DAM_FACES=false to stop finding faces).")  # fmt: skip
+        return 1
+    count = library.delete_all_faces()
+    print(f"Deleted {count} faces, their descriptors and crops, and every person.")
+    return 0
+
+
+_PEOPLE_ACTIONS = {
+    "list": _people_list,
+    "show": _people_show,
+    "name": _people_name,
+    "merge": _people_merge,
+    "hide": _people_hide,
+    "unhide": _people_hide,
+    "detach": _people_detach,
+    "forget": _people_forget,
+    "regroup": _people_regroup,
+    "delete-all": _people_delete_all,
+}
+
+
+def _add_people_parser(people: argparse.ArgumentParser) -> None:
+    people.add_argument("--json", action="store_true", help="machine-readable output")
+    people.add_argument("--all", action="store_true", help="hidden people too")
+    actions = people.add_subparsers(dest="people_command", metavar="action")
+    listing = actions.add_parser("list", help="the people found (the default)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--all", action="store_true", help="hidden people too")
+    show = actions.add_parser("show", help="one person's faces and photos")
+    show.add_argument("person", type=int)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    name = actions.add_parser("name", help="name a person (searches use it at once)")
+    name.add_argument("person", type=int)
+    name.add_argument("name", help="the name ('' takes it away)")
+    merge = actions.add_parser("merge", help="two people are one: B's faces go to A")
+    merge.add_argument("into", type=int, metavar="A")
+    merge.add_argument("other", type=int, metavar="B")
+    hiding = (("hide", "leave a person out of lists and searches"), ("unhide", "show again"))
+    for verb, text in hiding:
+        actions.add_parser(verb, help=text).add_argument("person", type=int)
+    detach = actions.add_parser("detach", help="take one face out of its person")
+    detach.add_argument("face", help="a face id (`dam people show ID` lists them)")
+    forget = actions.add_parser("forget", help="delete a person's faces; never group them again")
+    forget.add_argument("person", type=int)
+    forget.add_argument("--yes", action="store_true", help="really forget")
+    actions.add_parser("regroup", help="group every face again, keeping names and decisions")
+    delete_all = actions.add_parser("delete-all", help="delete every face descriptor and crop")
+    delete_all.add_argument("--yes", action="store_true", help="really delete")
+
+
+def cmd_places(settings: Settings, args: argparse.Namespace) -> int:
+    from dam_pipeline.library import Library
+
+    places = Library(settings).places()
+    if args.json:
+        print(json.dumps(places, ensure_ascii=False, indent=2))
+        return 0
+    if not places:
+        print("No photo has a place yet: places come from the photos' GPS (DAM_LOCATION).")
+    for country in places:
+        print(f"{printable(country['country'])}: {country['photos']} photos")
+        for region in country["regions"]:
+            cities = ", ".join(
+                f"{printable(c['city'])} ({c['photos']})" for c in region["cities"] if c["city"]
+            )
+            print(f"    {printable(region['region'] or '(no region)')}: {region['photos']}"
+                  + (f"; {cities}" if cities else ""))  # fmt: skip
     return 0
 
 
@@ -305,6 +472,8 @@ def cmd_reset_index(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     store.reset()
+    if (visual := components.open_visual_index(settings)) is not None:
+        visual.reset()
     print(f"Emptied {settings.collection}; run `dam ingest` to rebuild it.")
     return 0
 
@@ -416,6 +585,13 @@ def _add_query_options(command: argparse.ArgumentParser, *, filters: bool = True
         "--to", dest="date_to", type=date.fromisoformat, help="taken on or before YYYY-MM-DD"
     )
     command.add_argument("--tag", action="append", help="require this tag (repeatable)")
+    command.add_argument(
+        "--person", action="append", help="only photos with this named person (repeatable: all)"
+    )
+    command.add_argument(
+        "--place", action="append", help="taken in this city, region or country (repeatable: any)"
+    )
+    command.add_argument("--near", metavar="LAT,LON,KM", help="taken within KM of a point")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -475,6 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     forget.add_argument("prefix", help="a prefix whose objects were all deleted")
     forget.add_argument("--yes", action="store_true", help="really remove them")
+    places = command("places", cmd_places, "countries, regions and cities, with photo counts")
+    places.add_argument("--json", action="store_true", help="machine-readable output")
+    people = command("people", cmd_people, "the people in the photos: list, name, merge ...")
+    _add_people_parser(people)
     reset = command("reset-index", cmd_reset_index, "delete every vector (to re-index)")
     reset.add_argument("--yes", action="store_true", help="really delete")
     serve = command("serve", cmd_serve, "the search page and its JSON API")

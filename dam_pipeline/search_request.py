@@ -33,7 +33,7 @@ SORTS = get_args(Sort)
 
 
 class SearchRequest(BaseModel):
-    """What to look for and how: the question and the nine search options."""
+    """What to look for and how: the question and the twelve search options."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -49,6 +49,13 @@ class SearchRequest(BaseModel):
     """dense, hybrid or keyword (None: ``DAM_SEARCH_MODE``)."""
     sort: Sort = "relevance"
     """relevance (best first) or date (the same relevant images, newest first)."""
+    people: tuple[str, ...] = ()
+    """Names of people who must all be in the image (names in the question count too)."""
+    places: tuple[str, ...] = ()
+    """Place names, any of them: a city, the large city it is near, a region or a country
+    (case and accents do not matter)."""
+    near: tuple[float, float, float] | None = None
+    """Taken within a distance of a point: (latitude, longitude, km), or "LAT,LON,KM"."""
 
     @field_validator("question")
     @classmethod
@@ -88,7 +95,26 @@ class SearchRequest(BaseModel):
                 f"{info.field_name} must be a date as YYYY-MM-DD, not {value!r}."
             ) from None
 
-    @field_validator("prefixes", "tags", mode="before")
+    @field_validator("near", mode="before")
+    @classmethod
+    def _point_and_radius(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        parts = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        try:
+            lat, lon, km = (float(str(p).strip()) for p in parts)
+        except ValueError:
+            raise ValueError(
+                f"near must be LAT,LON,KM (e.g. 38.72,-9.14,10), not {value!r}."
+            ) from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 < km <= 20_000):
+            raise ValueError(
+                "near must be a latitude in -90..90, a longitude in -180..180 and a "
+                f"distance in km above 0 (up to 20,000), not {value!r}."
+            )
+        return (lat, lon, km)
+
+    @field_validator("prefixes", "tags", "people", "places", mode="before")
     @classmethod
     def _without_blanks(cls, values: object) -> object:
         if values is None:

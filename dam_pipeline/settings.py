@@ -112,7 +112,8 @@ class Settings(BaseSettings):
         default="", validation_alias=_env("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL")
     )
     reconcile_interval_seconds: Positive = 3600
-    """With an event queue: how often the full listing catches what events missed."""
+    """How often the full listing runs: with an event queue, to catch what events missed;
+    for a folder, to catch files overwritten in place (other ticks read only directories)."""
 
     # Decoding
     max_side: Positive = 1024
@@ -185,6 +186,26 @@ class Settings(BaseSettings):
     pinecone_namespace: str = Field(default="", validation_alias=_env("PINECONE_NAMESPACE"))
     pgvector_url: SecretStr = SecretStr("")
     """Postgres with the pgvector extension; default: ``DAM_STATE_URL``."""
+    visual_index: bool = True
+    """Keep a visual vector per image (``<collection>_visual``) so "more like this" finds
+    images that look alike, not only images described alike. With Titan the main index is
+    already visual and this is not needed."""
+    pinecone_visual_host: str = Field(default="", validation_alias=_env("PINECONE_VISUAL_HOST"))
+    """Pinecone: a second index (1280 dimensions, cosine) for the visual vectors; unset, "more
+    like this" uses the caption vectors."""
+    location: Literal["on", "coarse", "off"] = "on"
+    """Where photos were taken: ``on`` keeps the place and the coordinates, ``coarse`` the
+    city, region and country only, ``off`` nothing (the index's metadata follows a change
+    without any model call)."""
+    map_tiles: str = ""
+    """A tile server for the page's map (``https://tile.example/{z}/{x}/{y}.png``); unset,
+    the map draws the photos over the world outline that ships with the package, offline."""
+    faces: bool = True
+    """Find faces and group them into people (``DAM_FACES=false``: the stage does nothing;
+    `dam people delete-all` removes what it stored). Face descriptors are biometric data."""
+    pinecone_faces_host: str = Field(default="", validation_alias=_env("PINECONE_FACES_HOST"))
+    """Pinecone: an index (128 dimensions, cosine) for face descriptors; unset, the nearest
+    face is found among the people store's descriptors."""
     max_delete_share: Share = 0.5
 
     # Shared state, for runs on several machines (README: "Scaling out")
@@ -428,6 +449,11 @@ class DataLayout:
     def spend(self) -> Path:
         """What paid providers were asked and what it cost (`dam cost`)."""
         return self.root / "cache" / "spend.sqlite"
+
+    @property
+    def people(self) -> Path:
+        """Faces, persons, names and every decision about them (`dam people`)."""
+        return self.root / "people" / "people.sqlite"
 
     @property
     def rate_limits(self) -> Path:

@@ -20,16 +20,18 @@ DAGSTER_LAYER = {"defs", "definitions.py", "cli.py"}
 PACKAGE = Path(dam_pipeline.__file__).parent
 
 
-def test_definitions_load_with_five_partitioned_assets_and_jobs(settings: Settings) -> None:
-    defs = build_definitions(settings)
+def test_definitions_load_with_six_partitioned_assets_and_jobs(settings: Settings) -> None:
+    defs = build_definitions(settings.replace(faces=True))
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    assert sorted(specs) == sorted(ASSETS)
-    for name in ASSETS:
+    assert sorted(specs) == sorted([*ASSETS, "faces"])
+    for name in [*ASSETS, "faces"]:
         assert specs[name].partitions_def == image_prefixes
     graph = defs.resolve_asset_graph()
     for upstream, downstream in itertools.pairwise(ASSETS):
         assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
-    for job in ("ingest_job", "query_job", "discover_prefixes_job"):
+    faces_parents = graph.get(dg.AssetKey("faces")).parent_keys
+    assert faces_parents == {dg.AssetKey("normalized_images")}
+    for job in ("ingest_job", "query_job", "discover_prefixes_job", "regroup_people_job"):
         assert defs.resolve_job_def(job) is not None
 
 

@@ -26,6 +26,7 @@ from dam_pipeline.defs.partitions import image_prefixes
 from dam_pipeline.defs.resources import (
     CaptionerResource,
     EmbedderResource,
+    FacesResource,
     SourceResource,
     StorageResource,
     VectorStoreResource,
@@ -105,6 +106,7 @@ def normalized_images_and_captions(
     selected = context.selected_output_names
     settings, store = storage.settings, storage.object_store()
     opened = source.open() if "normalized_images" in selected else None
+    places = components.build_place_naming(settings)
     captioning = _Captioning(context, captioner, storage) if "captions" in selected else None
 
     def normalize(key: str, raw: Manifest, previous: Manifest | None, on_ready=None) -> Manifest:
@@ -119,6 +121,8 @@ def normalized_images_and_captions(
             decode_memory_bytes=settings.decode_memory_mb * 2**20,
             video=components.video_limits(settings),
             on_ready=on_ready,
+            location=settings.location,
+            gazetteer=places.gazetteer,
         )
 
     normalized: Manifests = {}
@@ -291,9 +295,10 @@ def embeddings(
     built, cache, store = embedder.build(), storage.cache(), storage.object_store()
     prices = components.price_table(storage.settings)
     each = storage.cost_each(built, "embeddings")
+    visual = embedder.build_visual()
 
     def embed(key: str, caption: Manifest) -> Manifest:
-        manifest = stages.embed_partition(caption, built, cache, store, prices, each)
+        manifest = stages.embed_partition(caption, built, cache, store, prices, each, visual)
         storage.record_spend(context.run_id, key, "embeddings", manifest)
         return manifest
 
@@ -311,6 +316,8 @@ def vector_index(
     materialization is recorded per partition as it is finished; the run fails at the end
     if any partition of it failed at any step."""
     store, source_id = vector_store.open(), source.open().source_id
+    visual_store = vector_store.open_visual()
+    places = components.build_place_naming(storage.settings)
 
     def index(key: str, embedded: Manifest) -> Manifest:
         with storage.index_writer() as lock:
@@ -322,6 +329,8 @@ def vector_index(
                 partition_key=key,
                 max_delete_share=vector_store.settings.max_delete_share,
                 keywords=storage.keyword_index(),
+                visual_store=visual_store,
+                places=places,
             )
         manifest.summary["seconds_waiting_for_index"] = lock["seconds_waited"]
         if manifest.summary.get("deletion_blocked"):
@@ -359,6 +368,33 @@ def vector_index(
         )
 
 
+def faces(
+    context: dg.AssetExecutionContext,
+    normalized_images: Manifests,
+    source: SourceResource,
+    faces: FacesResource,
+    storage: StorageResource,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Every face of the partition's images (box, descriptor, crop, quality), each put with
+    a person: the nearest known one, or a new one (``stages/faces.py``). Names and a
+    user's decisions are in the people store and survive every run."""
+    describer, face_index = faces.build(), faces.open_index()
+    people, source_id = storage.state().people, source.open().source_id
+    if describer is None:
+        raise dg.Failure("DAM_FACES is off: the faces stage has nothing to do", allow_retries=False)
+
+    def find(key: str, normalized: Manifest) -> Manifest:
+        with storage.index_writer():  # new faces are grouped one writer at a time
+            return stages.faces_partition(
+                normalized, storage.object_store(), describer, storage.cache(), people,
+                face_index, source_id, key, storage.settings.max_delete_share,
+            )  # fmt: skip
+
+    done = each_partition(context, normalized_images, find)
+    yield dg.Output(done)
+    yield checks.faces_match_people(done, people)
+
+
 CAPTIONER_KINDS = {"local": "pytorch", "groq": "groq", "openai": "openai"}
 EMBEDDER_KINDS = {"sentence-transformers": "pytorch", "bedrock-titan": "bedrock"}
 STORE_KINDS = {"chroma": "chroma", "pinecone": "pinecone", "pgvector": "postgres"}
@@ -389,6 +425,8 @@ def build_image_library_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         # calls the parameter beta and says so on every load
         warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
         assets = [_asset(compute, kinds, remote) for compute, (kinds, remote) in steps.items()]
+        if settings.faces:
+            assets.append(_asset(faces, {"dlib", state}, False))
         decoding_and_captioning = dg.multi_asset(
             outs={
                 "normalized_images": _out({"python", "pillow"}),
@@ -431,6 +469,7 @@ def _asset(compute: Callable, kinds: set[str], remote: bool) -> dg.AssetsDefinit
 
 
 EXTRA: dict[str, dict] = {
+    "faces": {"check_specs": [checks.FACES_MATCH_PEOPLE]},
     "vector_index": {
         "pool": INDEX_WRITER_POOL,
         "output_required": False,  # it records a materialization per partition it finishes

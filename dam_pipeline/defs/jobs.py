@@ -128,7 +128,11 @@ def answer_question(
                     "duplicates": dg.MetadataValue.md(duplicates_markdown(groups)),
                 }
             )
-            return {"groups": [{"keys": g.keys, "similarity": g.similarity} for g in groups]}
+            return {
+                "groups": [
+                    {"keys": g.keys, "similarity": g.similarity, "by": g.joined_by} for g in groups
+                ]
+            }
         answer = _answer(library, config, context.run_id)
     except (QueryError, EmptyIndexError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
@@ -189,3 +193,29 @@ def checked_query(values: dict) -> dict:
 )
 def query_job() -> None:
     answer_question()
+
+
+@dg.op(
+    description="Group every face again (names and every manual decision kept).",
+    tags={"dam/job": "people"},
+)
+def regroup_people(context: dg.OpExecutionContext, storage: StorageResource) -> dict:
+    from dam_pipeline.faces.grouping import regroup
+
+    done = regroup(storage.state().people)
+    context.add_output_metadata({k: dg.MetadataValue.int(v) for k, v in done.items()})
+    return done
+
+
+@dg.job(description="Group every face of the library into people again, from scratch.")
+def regroup_people_job() -> None:
+    regroup_people()
+
+
+regroup_people_schedule = dg.ScheduleDefinition(
+    name="weekly_regroup_people_schedule",
+    job=regroup_people_job,
+    cron_schedule="0 4 * * 0",
+    description="Sundays at 04:00: faces grouped again from scratch (incremental grouping "
+    "between runs depends on the order faces arrived in).",
+)

@@ -10,6 +10,7 @@ import dagster as dg
 
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.manifests import Manifest
+from dam_pipeline.places.gazetteer import place_words
 from dam_pipeline.reasoning import Answer
 from dam_pipeline.retrieval.similar import DuplicateGroup
 
@@ -63,6 +64,8 @@ HITS_SCHEMA = dg.TableSchema(
         ),
         dg.TableColumn("partition", "string"),
         dg.TableColumn("caption", "string"),
+        dg.TableColumn("people", "string", description="the named people in the image"),
+        dg.TableColumn("place", "string", description="where it was taken"),
         dg.TableColumn("url", "string"),
     ]
 )
@@ -104,6 +107,8 @@ def hits_table(answer: Answer) -> dg.MetadataValue:
                     "moment": hit.label,
                     "partition": hit.partition,
                     "caption": hit.caption,
+                    "people": ", ".join(hit.people),
+                    "place": place_words(hit.place),
                     "url": hit.url,
                 }
             )

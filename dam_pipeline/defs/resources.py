@@ -17,6 +17,8 @@ from dam_pipeline.cache import ContentCache
 from dam_pipeline.captioning import Captioner
 from dam_pipeline.costs import spend_rows, usages_from_json
 from dam_pipeline.embedding import Embedder
+from dam_pipeline.embedding.visual import VisualEmbedder
+from dam_pipeline.faces.describe import FaceDescriber
 from dam_pipeline.imaging import ObjectStore
 from dam_pipeline.library import Library
 from dam_pipeline.locks import exclusive
@@ -157,6 +159,9 @@ class EmbedderResource(dg.ConfigurableResource):
     def build(self) -> Embedder:
         return components.build_embedder(self.settings)
 
+    def build_visual(self) -> VisualEmbedder | None:
+        return components.build_visual_embedder(self.settings)
+
 
 class VectorStoreResource(dg.ConfigurableResource):
     """``DAM_VECTOR_STORE``: chroma (an embedded folder, or a server) or pinecone."""
@@ -166,6 +171,23 @@ class VectorStoreResource(dg.ConfigurableResource):
 
     def open(self) -> VectorStore:
         return components.open_vector_store(self.settings, pinecone_api_key=self.pinecone_api_key)
+
+    def open_visual(self) -> VectorStore | None:
+        """The visual vectors' index (``DAM_VISUAL_INDEX``), or None."""
+        return components.open_visual_index(self.settings, self.pinecone_api_key)
+
+
+class FacesResource(dg.ConfigurableResource):
+    """``DAM_FACES``: the face models, and where face descriptors are searched."""
+
+    settings: dg.ResourceDependency[Settings]
+    pinecone_api_key: str | None = None
+
+    def build(self) -> FaceDescriber | None:
+        return components.build_face_describer(self.settings)
+
+    def open_index(self) -> VectorStore | None:
+        return components.open_face_index(self.settings, self.pinecone_api_key)
 
 
 class ReasonerResource(dg.ConfigurableResource):
@@ -191,6 +213,7 @@ def open_library(
         source.settings,
         source=source.open(),
         index=vector_store.open(),
+        visual_index=vector_store.open_visual(),
         embedder=embedder.build(),
         captioner=captioner.build(),
         reasoner=reasoner.build(),
@@ -264,6 +287,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "captioner": CaptionerResource(settings=settings, api_key=provider_key(settings.captioner)),
         "embedder": EmbedderResource(settings=settings),
         "vector_store": VectorStoreResource(
+            settings=settings, pinecone_api_key=_secret(settings, "PINECONE_API_KEY")
+        ),
+        "faces": FacesResource(
             settings=settings, pinecone_api_key=_secret(settings, "PINECONE_API_KEY")
         ),
         "reasoner": ReasonerResource(settings=settings, api_key=provider_key(settings.reasoner)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from dam_pipeline.places.gazetteer import place_words
 from dam_pipeline.reasoning.base import Answer, neutralize
 from dam_pipeline.retrieval import Hit
 
@@ -132,9 +133,12 @@ class ExtractiveReasoner:
                 if shared
                 else ""
             )
+            with_people = f" (with {neutralize(', '.join(hit.people))})" if hit.people else ""
+            where = place_words(hit.place)
+            in_place = f" (taken in {neutralize(where)})" if where else ""
             lines.append(
-                f'{neutralize(hit.label)} [S{number}]: its caption reads "{_quote(hit.caption)}" '
-                f"(similarity {hit.score:.2f}{why})."
+                f"{neutralize(hit.label)}{with_people}{in_place} [S{number}]: its caption reads "
+                f'"{_quote(hit.caption)}" (similarity {hit.score:.2f}{why}).'
             )
         lead = "The best match is" if len(matches) == 1 else f"{len(matches)} images match best:"
         text = (

@@ -19,6 +19,7 @@ from typing import Any
 
 from dam_pipeline.costs import UsageMeter, usages_to_json
 from dam_pipeline.llm_clients import groq_client, metered_completion, openai_client
+from dam_pipeline.places.gazetteer import place_words
 from dam_pipeline.reasoning.base import Answer, neutralize
 from dam_pipeline.retrieval import Hit
 from dam_pipeline.retry import call_with_retries
@@ -27,10 +28,11 @@ from dam_pipeline.text import redact
 log = logging.getLogger("dam_pipeline")
 
 DEFAULT_GROQ_REASONER_MODEL = "llama-3.3-70b-versatile"
-PROMPT_VERSION = "sources-v1"
+PROMPT_VERSION = "sources-v3"
 SYSTEM_PROMPT = (
     "You answer questions about a person's photo library. You are given numbered sources; "
-    "each describes one image: its caption, tags and any text visible in it.\n"
+    "each describes one image: its caption, tags, the people in it and where it was taken "
+    "when known, and any text visible in it.\n"
     "Rules:\n"
     "1. Answer only from the sources. If they do not answer the question, say that the "
     "library shows nothing that answers it.\n"
@@ -54,6 +56,10 @@ def format_sources(sources: Sequence[Hit]) -> str:
             f"caption: {neutralize(hit.caption)}",
             f"tags: {neutralize(tags)}",
         ]
+        if hit.people:
+            lines.append(f"people in it (named by the user): {neutralize(', '.join(hit.people))}")
+        if where := place_words(hit.place):
+            lines.append(f"taken in: {neutralize(where)}")
         if hit.text:
             lines.append(f"visible text: {neutralize(hit.text)}")
         blocks.append("\n".join([*lines, "</source>"]))

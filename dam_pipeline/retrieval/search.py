@@ -20,6 +20,7 @@ import numpy as np
 
 from dam_pipeline.embedding import Embedder
 from dam_pipeline.keys import encode_prefix
+from dam_pipeline.places.gazetteer import fold, place_of
 from dam_pipeline.retrieval.keyword_index import KeywordIndex, pg_query_text
 from dam_pipeline.retrieval.label_agreement import rerank
 from dam_pipeline.text import format_time
@@ -42,11 +43,22 @@ class Filters:
     tags: Sequence[str] = ()
     min_score: float = 0.0
     """Cosine similarity a hit needs, unless it matched the question's words."""
+    places: tuple[str, ...] = ()
+    """Place names asked for (any of them: city, large city near, region or country)."""
+    near: tuple[float, float, float] | None = None
+    """(lat, lon, km)."""
+    only: tuple[tuple[str, str], ...] | None = None
+    """(vector id, partition) of the only images that may be found (the photos of the
+    people asked for), or None for no such limit."""
 
     def store_filter(self) -> StoreFilter:
         low, high = self.date_bounds
         return StoreFilter(
-            partitions=tuple(encode_prefix(p) for p in self.prefixes), date_from=low, date_to=high
+            partitions=tuple(encode_prefix(p) for p in self.prefixes),
+            date_from=low,
+            date_to=high,
+            places=tuple(dict.fromkeys(fold(p) for p in self.places if p.strip())),
+            near=self.near,
         )
 
     @cached_property
@@ -62,7 +74,10 @@ class Filters:
         low, high = self.date_bounds
         if low is not None and (when is None or when < low):
             return False
-        return not (high is not None and (when is None or when > high))
+        if high is not None and (when is None or when > high):
+            return False
+        where = self.store_filter()
+        return (not where.places and where.near is None) or where.accepts(metadata)
 
 
 def _epoch(day: date | None, at: time) -> int | None:
@@ -86,6 +101,10 @@ class Hit:
     normalized_hash: str = ""
     text: str = ""
     """Text read off the image (OCR, or the vision model's transcription)."""
+    people: list[str] = field(default_factory=list)
+    """The named people in the image (as they are named now)."""
+    place: dict | None = None
+    """Where it was taken: city, region, country, country_code (lat/lon unless coarse)."""
     video_key: str = ""
     """For a shot of a video: the video (``key`` is the shot's), and the shot's times."""
     start_seconds: float | None = None
@@ -186,6 +205,7 @@ def hit_from(
         date=str(metadata.get("date", "")),
         normalized_hash=str(metadata.get("normalized_hash", "")),
         text=str(metadata.get("ocr_text", "")),
+        place=place_of(metadata),
         **video,
     )
 
@@ -270,7 +290,7 @@ def search(
         raise ValueError("keyword search needs the keyword index (materialize vector_index)")
     filters = filters or Filters()
     where = filters.store_filter()
-    pool = max(MIN_POOL, top_k * (10 if filters.tags else 4))
+    pool = max(MIN_POOL, top_k * (10 if filters.tags or filters.places or filters.near else 4))
 
     dense: dict[str, tuple[float, Metadata]] = {}
     query_vector = None
@@ -279,7 +299,19 @@ def search(
         _check_binding(store, embedder, query_vector)
     lexical: dict[str, float] = {}
     found_by_words_only: dict[str, tuple[float, Metadata]] = {}
-    if mode == "hybrid" and keywords is not None and _fuses_in_one_query(store, keywords):
+    if filters.only is not None:
+        # a few known images (a person's photos): every one is scored, none is missed
+        allowed = {vid for vid, _ in filters.only}
+        if query_vector is not None:
+            for vid, (vector, metadata, _) in store.fetch(list(filters.only)).items():
+                if where.accepts(metadata):
+                    dense[vid] = (float(vector @ query_vector), metadata)
+            dense = _committed(dense, keywords)
+        if keywords is not None and mode in ("keyword", "hybrid"):
+            partitions = sorted({partition for _, partition in filters.only})
+            found = keywords.search(question, max(pool, 10 * len(allowed)), partitions or None)
+            lexical = {vid: value for vid, value in found if vid in allowed}
+    elif mode == "hybrid" and keywords is not None and _fuses_in_one_query(store, keywords):
         # vectors and words in one database (pgvector): both candidate lists in one query,
         # then ordered exactly as for every other store (label agreement, then fusion)
         for hit, by_meaning, by_words in store.hybrid_query(

@@ -3,6 +3,7 @@ video becomes one such image per shot (``videos.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from dam_pipeline.imaging import (
     release_freed_memory,
 )
 from dam_pipeline.manifests import Manifest, NormalizedImage, RawImage, status_counts
+from dam_pipeline.places.gazetteer import Gazetteer, LocationMode, kept_location, must_read_again
 from dam_pipeline.sources import ObjectGoneError, Source, is_video_key
 from dam_pipeline.stages.progress import log, progress, timed
 from dam_pipeline.stages.videos import normalize_video, quarantined, reusable_video
@@ -133,12 +135,25 @@ def normalize_partition(
     decode_memory_bytes: int = DEFAULT_DECODE_MEMORY,
     video: VideoLimits | None = None,
     on_ready: Callable[[list[NormalizedImage]], None] | None = None,
+    location: LocationMode = "on",
+    gazetteer: Gazetteer | None = None,
 ) -> Manifest:
     """Decode in a small thread pool (Pillow and FFmpeg release the GIL), one object per
     worker at a time, the workers together within ``decode_memory_bytes`` (see
     ``DecodeBudget``), so memory stays flat however large the partition and its objects.
     ``on_ready`` receives the records as they are ready (the reused ones first), so that
-    the next stage can start before the partition is finished (``overlap.py``)."""
+    the next stage can start before the partition is finished (``overlap.py``).
+    ``location``: what of a photo's position its record keeps (``DAM_LOCATION``): a photo
+    kept under a stricter setting is read again, one kept under a looser one is trimmed."""
+
+    def located(records: list[NormalizedImage]) -> list[NormalizedImage]:
+        return [
+            dataclasses.replace(r, exif=kept_location(r.exif, location, gazetteer))
+            if r.exif.get("has_gps")
+            else r
+            for r in records
+        ]
+
     budget = DecodeBudget(decode_memory_bytes)
     video = video or VideoLimits()
     summary: dict = {}
@@ -153,8 +168,10 @@ def normalize_partition(
             reusable = old is not None and reusable_video(old, record, store, max_side)
         else:
             reusable = old is not None and _reusable(old[0], record, store, max_side)
+        if reusable and any(must_read_again(r.exif, location) for r in old):
+            reusable = False  # kept under a stricter DAM_LOCATION: read the position again
         if reusable:
-            results[record.key] = old
+            results[record.key] = located(old)
         else:
             todo.append(record)
     if on_ready is not None and results:
@@ -168,6 +185,7 @@ def normalize_partition(
             todo,
         )
         for raw_record, (records, shots) in zip(todo, work, strict=True):
+            records = located(records)
             results[raw_record.key] = records
             if on_ready is not None:
                 on_ready(records)

@@ -10,14 +10,17 @@ once, nothing is deleted and the summary says so (a storage outage must not empt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from dam_pipeline.cache import ContentCache
 from dam_pipeline.keys import decode_prefix, vector_id
 from dam_pipeline.manifests import RETRIED, EmbeddingRecord, IndexedRecord, Manifest
+from dam_pipeline.places.gazetteer import Gazetteer, LocationMode, place_metadata, place_of
 from dam_pipeline.retrieval.keyword_index import KeywordDocument, KeywordIndex
 from dam_pipeline.retrieval.label_agreement import labels_metadata
+from dam_pipeline.stages.embeddings import visual_hash
 from dam_pipeline.stages.progress import batched, log, progress, timed
 from dam_pipeline.vector_stores import VectorRecord, VectorStore
 from dam_pipeline.vector_stores.base import Metadata
@@ -25,7 +28,17 @@ from dam_pipeline.vector_stores.base import Metadata
 CAPTION_METADATA_LIMIT = 2000
 
 
-def vector_metadata(record: EmbeddingRecord, partition_key: str) -> dict:
+@dataclass(frozen=True)
+class PlaceNaming:
+    """How the index names where photos were taken: the gazetteer and ``DAM_LOCATION``."""
+
+    gazetteer: Gazetteer | None
+    mode: LocationMode = "on"
+
+
+def vector_metadata(
+    record: EmbeddingRecord, partition_key: str, places: PlaceNaming | None = None
+) -> dict:
     caption = record.caption
     assert caption is not None
     meta = {
@@ -58,6 +71,8 @@ def vector_metadata(record: EmbeddingRecord, partition_key: str) -> dict:
     if when is not None:
         meta["date"] = when.isoformat()
         meta["date_ts"] = int(when.timestamp())
+    if places is not None:
+        meta.update(place_metadata(caption.exif, places.gazetteer, places.mode))
     return meta
 
 
@@ -74,10 +89,15 @@ def photo_date(date_taken: str | None, last_modified: str) -> datetime | None:
 
 
 def keyword_document(
-    record: EmbeddingRecord, partition_key: str, source_id: str
+    record: EmbeddingRecord, partition_key: str, source_id: str, metadata: dict | None = None
 ) -> KeywordDocument:
+    """``metadata``: the vector's, whose place names become searchable words."""
     caption = record.caption
     assert caption is not None
+    place = place_of(metadata or {})
+    where = " ".join(
+        str(place[k]) for k in ("city", "near_city", "region", "country") if place and place.get(k)
+    )
     return KeywordDocument(
         vector_id=vector_id(source_id, record.key),
         partition=partition_key,
@@ -85,7 +105,7 @@ def keyword_document(
         caption=caption.caption,
         tags=" ".join(caption.tags),
         text=caption.ocr_text,
-        facts=caption.facts,
+        facts=f"{caption.facts} {where}".strip(),
     )
 
 
@@ -123,6 +143,7 @@ def plan_sync(
         for vid, wanted in desired.items()
         if (stored := existing.get(vid)) is None
         or any(stored.get(name) != value for name, value in wanted.items())
+        or any(name not in wanted for name in stored)  # a field it no longer has (a place)
     ]
     stale = [vid for vid in existing if vid not in desired and vid not in failed]
     gone = [vid for vid in stale if existing[vid].get("key") not in listed_keys]
@@ -148,22 +169,30 @@ def index_partition(
     partition_key: str,
     max_delete_share: float = 0.5,
     keywords: KeywordIndex | None = None,
+    visual_store: VectorStore | None = None,
+    places: PlaceNaming | None = None,
 ) -> Manifest:
     """Sync the partition's vectors (and its keyword documents, when a keyword index is
-    given) with the embeddings manifest: plan, then apply."""
+    given; and its visual vectors, when a visual index is given) with the embeddings
+    manifest: plan, then apply. ``places`` names where photos were taken."""
     summary: dict = {}
     ok = embeddings.ok()
     if ok:
         store.ensure_compatible(ok[0].embedder, ok[0].dimension)
     records = {vector_id(source_id, r.key): r for r in ok}
-    desired = {vid: vector_metadata(r, partition_key) for vid, r in records.items()}
+    desired = {vid: vector_metadata(r, partition_key, places) for vid, r in records.items()}
     failed = {vector_id(source_id, r.key) for r in embeddings if r.status in RETRIED}
 
     with timed(summary, "seconds_listing_index"):
         existing = store.list_partition(partition_key)
     plan = plan_sync(desired, existing, {r.key for r in embeddings}, failed, max_delete_share)
     with timed(summary, "seconds_upserting"):
-        _upsert(store, cache, [(vid, records[vid], desired[vid]) for vid in plan.upsert])
+        _upsert(
+            store,
+            cache,
+            [(vid, records[vid], desired[vid]) for vid in plan.upsert],
+            lambda r: (r.embedder, r.input_hash),
+        )
     if plan.deletion_blocked:
         log.error(
             "NOT deleting %d of %d vectors of partition %r (more than %.0f%% at once): this "
@@ -179,9 +208,16 @@ def index_partition(
     # after the new vectors are in and before the removed ones go.
     if keywords is not None:
         with timed(summary, "seconds_keyword_index"):
-            _sync_keywords(keywords, plan, records, partition_key, source_id)
+            _sync_keywords(keywords, plan, records, partition_key, source_id, desired)
     with timed(summary, "seconds_deleting"):
         store.delete(plan.delete, partition_key)
+    if visual_store is not None:
+        with timed(summary, "seconds_visual_index"):
+            visual = _sync_visual(
+                visual_store, cache, embeddings, records, desired, failed, partition_key,
+                max_delete_share,
+            )  # fmt: skip
+        summary.update(visual_upserted=len(visual.upsert), visual_deleted=len(visual.delete))
 
     indexed = [
         IndexedRecord(
@@ -216,13 +252,15 @@ def _upsert(
     store: VectorStore,
     cache: ContentCache,
     items: list[tuple[str, EmbeddingRecord, Metadata]],
+    vector_of: Callable[[EmbeddingRecord], tuple[str, str]],
 ) -> None:
-    """Upsert in batches, with the vectors from the content cache."""
+    """Upsert in batches, with the vectors from the content cache; ``vector_of`` names each
+    record's vector there: (embedder fingerprint, input hash)."""
     bar = progress(len(items), "indexing")
     for batch in batched(items, store.upsert_batch):
-        embedder = batch[0][1].embedder
-        vectors = cache.get_vectors(embedder, [r.input_hash for _, r, _ in batch])
-        absent = [r.key for _, r, _ in batch if r.input_hash not in vectors]
+        embedder = vector_of(batch[0][1])[0]
+        vectors = cache.get_vectors(embedder, [vector_of(r)[1] for _, r, _ in batch])
+        absent = [r.key for _, r, _ in batch if vector_of(r)[1] not in vectors]
         if absent:
             raise RuntimeError(
                 f"{len(absent)} vectors are missing from the cache (e.g. {absent[0]!r}); "
@@ -230,12 +268,51 @@ def _upsert(
             )
         store.upsert(
             [
-                VectorRecord(id=vid, vector=vectors[r.input_hash], document=r.text, metadata=meta)
+                VectorRecord(
+                    id=vid, vector=vectors[vector_of(r)[1]], document=r.text, metadata=meta
+                )
                 for vid, r, meta in batch
             ]
         )
         bar.update(len(batch))
     bar.close()
+
+
+def _sync_visual(
+    visual_store: VectorStore,
+    cache: ContentCache,
+    embeddings: Manifest,
+    records: dict[str, EmbeddingRecord],
+    desired: dict[str, Metadata],
+    failed: set[str],
+    partition_key: str,
+    max_delete_share: float,
+) -> SyncPlan:
+    """The visual index in step with the partition: the same ids and metadata as the main
+    index (so filters and hits read alike), the visual vector instead of the caption's."""
+    looks = {vid: r for vid, r in records.items() if r.visual}
+    if looks:
+        first = next(iter(looks.values()))
+        sample = cache.get_vectors(first.visual, [visual_hash(first.caption)])
+        if sample:
+            dimension = len(next(iter(sample.values())))
+            visual_store.ensure_compatible(first.visual, dimension)
+    existing = visual_store.list_partition(partition_key)
+    plan = plan_sync(
+        {vid: desired[vid] for vid in looks},
+        existing,
+        {r.key for r in embeddings},
+        failed | (set(records) - set(looks)),
+        max_delete_share,
+    )
+    _upsert(
+        visual_store,
+        cache,
+        [(vid, looks[vid], desired[vid]) for vid in plan.upsert],
+        lambda r: (r.visual, visual_hash(r.caption)),
+    )
+    visual_store.delete(plan.delete, partition_key)
+    return plan
 
 
 def _sync_keywords(
@@ -244,12 +321,16 @@ def _sync_keywords(
     records: dict[str, EmbeddingRecord],
     partition_key: str,
     source_id: str,
+    desired: dict[str, dict],
 ) -> None:
     """Keep the keyword index in step: the same upserts and deletions as the vectors."""
     have = keywords.ids(partition_key)
     refresh = set(plan.upsert)
     todo = [r for vid, r in records.items() if vid in refresh or vid not in have]
     keywords.replace(
-        [keyword_document(r, partition_key, source_id) for r in todo],
+        [
+            keyword_document(r, partition_key, source_id, desired[vector_id(source_id, r.key)])
+            for r in todo
+        ],
         [vid for vid in have if vid not in records and vid not in plan.kept],
     )

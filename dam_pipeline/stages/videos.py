@@ -86,7 +86,10 @@ def normalize_video(
                 original_width=picture.original_width,
                 original_height=picture.original_height,
                 source_format=f"{found.container} {found.codec} video",
-                exif={"video_seconds": found.duration_seconds},
+                exif={
+                    "video_seconds": found.duration_seconds,
+                    **({"has_gps": True, "gps": found.location} if found.location else {}),
+                },
                 dhash=picture.dhash,
                 max_side=max_side,
                 last_modified=raw.last_modified,

@@ -43,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dam_pipeline.display import answer_text_html
+from dam_pipeline.faces.people_store import PersonSummary, UnknownPersonError
 from dam_pipeline.keys import video_of
 from dam_pipeline.library import EmptyIndexError, Library, NotFoundError, QueryError
 from dam_pipeline.reasoning import Answer
@@ -104,6 +105,12 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description=f"How many images, 1 to {MAX_TOP_K}.")]
 Prefixes = Annotated[list[str] | None, Query(description="Only these prefixes.")]
 Tags = Annotated[list[str] | None, Query(description="Only images with all these tags.")]
+People = Annotated[list[str] | None, Query(description="Only photos with all these named people.")]
+Places = Annotated[
+    list[str] | None, Query(description="Taken in any of these cities, regions or countries.")
+]
+Near = Annotated[str | None, Query(description="LAT,LON,KM: taken within KM of the point.")]
+PersonName = Annotated[str, Form(max_length=200, description="The name ('' takes it away).")]
 Day = Annotated[str | None, Query(description="YYYY-MM-DD, on the date taken.")]
 Mode = Annotated[RequestMode | None, Query(description="dense, hybrid or keyword.")]
 Sort = Annotated[
@@ -275,11 +282,15 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         date_to: str | None,
         mode: str | None,
         sort: str | None,
+        person: list[str] | None = None,
+        place: list[str] | None = None,
+        near: str | None = None,
     ) -> SearchRequest:
         """The page's and the API's ``SearchRequest`` (what the CLI and the job build too)."""
         return SearchRequest.of(
             q, top_k=top_k, prefixes=prefix, tags=tag, date_from=date_from, date_to=date_to,
-            mode=mode or None, sort=sort or None,
+            mode=mode or None, sort=sort or None, people=person, places=place,
+            near=near or None,
         )  # fmt: skip
 
     async def read_upload(upload: UploadFile) -> bytes:
@@ -321,9 +332,14 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         date_to: Day = None,
         mode: Mode = None,
         sort: Sort = "relevance",
+        person: People = None,
+        place: Places = None,
+        near: Near = None,
     ) -> SearchRequest:
         """The request of /api/search and /api/ask."""
-        return search_request(q, top_k, prefix, tag, date_from, date_to, mode, sort)
+        return search_request(
+            q, top_k, prefix, tag, date_from, date_to, mode, sort, person, place, near
+        )
 
     Question = Annotated[SearchRequest, Depends(question)]
 
@@ -373,7 +389,12 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         groups = library.duplicates(prefixes=prefix or None, max_distance=max_distance)
         return {
             "groups": [
-                {"keys": group.keys, "similarity": round(group.similarity, 3)} for group in groups
+                {
+                    "keys": group.keys,
+                    "similarity": round(group.similarity, 3),
+                    "by": group.joined_by,
+                }
+                for group in groups
             ]
         }
 
@@ -387,9 +408,86 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         """Everything the index knows about one image."""
         detail = library.detail(key).to_dict()
         detail["thumbnail_url"] = thumbnail_url(detail["normalized_hash"])
+        detail["faces"] = [face_json(face) for face in library.faces_in_photo(key)]
         if not detail["url"].startswith(("http://", "https://")):
             detail["url"] = original_url(key)
         return detail
+
+    def face_json(face: dict[str, Any]) -> dict[str, Any]:
+        return {**face, "crop_url": f"/faces/{face['face_id']}.jpg"}
+
+    def person_json(person: PersonSummary) -> dict[str, Any]:
+        data = person.to_dict()
+        data["crop_url"] = f"/faces/{person.sample_face}.jpg" if person.sample_face else ""
+        data["search_url"] = "/api/search?" + urlencode({"q": "a photo", "person": person.name})
+        return data
+
+    @app.get("/api/places", tags=["api"], responses=errors(409))
+    def api_places() -> dict[str, Any]:
+        """Countries, their regions and cities, with photo counts."""
+        return {"places": library.places()}
+
+    @app.get("/api/map", tags=["api"], responses=errors(409))
+    def api_map() -> dict[str, Any]:
+        """Photos with coordinates, for a map (none when DAM_LOCATION is coarse or off)."""
+        points = library.map_points()
+        for point in points:
+            point["detail_url"] = "/image?" + urlencode({"key": point["key"]})
+            point["thumbnail_url"] = thumbnail_url(point.pop("normalized_hash"))
+        return {"points": points, "limit": library.MAP_POINTS}
+
+    @app.get("/api/people", tags=["people"], responses=errors())
+    def api_people(hidden: bool = False) -> dict[str, Any]:
+        """The people found in the photos, the most photographed first."""
+        return {"people": [person_json(p) for p in library.people_list(include_hidden=hidden)]}
+
+    @app.get("/api/people/{person_id}", tags=["people"], responses=errors(404))
+    def api_person(person_id: int) -> dict[str, Any]:
+        """One person, with each of their faces."""
+        return person_json(person_or_404(person_id)) | {
+            "face_list": [face_json(f) for f in library.person_faces(person_id)]
+        }
+
+    @app.post("/api/people/{person_id}/name", tags=["people"], responses=errors(400, 404))
+    def api_name_person(person_id: int, name: PersonName) -> dict[str, Any]:
+        """Name a person (an empty name takes it away); searches use it at once."""
+        person_or_404(person_id)
+        return person_json(library.name_person(person_id, name))
+
+    @app.post("/api/people/{person_id}/merge", tags=["people"], responses=errors(400, 404))
+    def api_merge_people(
+        person_id: int, other: Annotated[int, Form(description="The person to merge in.")]
+    ) -> dict[str, Any]:
+        """``other``'s faces become this person's (a decision re-grouping keeps)."""
+        person_or_404(person_id), person_or_404(other)
+        return person_json(library.merge_people(person_id, other))
+
+    @app.post("/api/people/{person_id}/hide", tags=["people"], responses=errors(400, 404))
+    def api_hide_person(person_id: int, hidden: Annotated[bool, Form()] = True) -> dict[str, Any]:
+        """Leave a person out of lists and searches (or show them again)."""
+        person_or_404(person_id)
+        library.hide_person(person_id, hidden)
+        return {"id": person_id, "hidden": hidden}
+
+    @app.post("/api/faces/{face_id}/detach", tags=["people"], responses=errors(400, 404))
+    def api_detach_face(face_id: str) -> dict[str, Any]:
+        """Take a face out of its person; it never goes back to them."""
+        try:
+            return {"face_id": face_id, "person": library.detach_face(face_id)}
+        except UnknownPersonError as exc:
+            raise NotFoundError(str(exc.args[0])) from None
+
+    @app.get("/faces/{name}", tags=["files"], response_class=Response, responses=errors(404))
+    def face_crop(name: str) -> Response:
+        """The crop of one face (96 px JPEG)."""
+        data = library.face_chip(name.removesuffix(".jpg"))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+    def person_or_404(person_id: int) -> PersonSummary:
+        try:
+            return library.person(person_id)
+        except UnknownPersonError as exc:
+            raise NotFoundError(str(exc.args[0])) from None
 
     @app.get("/thumbnails/{name}", tags=["files"], response_class=Response, responses=errors(404))
     def thumbnail(name: str, request: Request) -> Response:
@@ -454,11 +552,17 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         mode: str = "",
         sort: str = "relevance",
         like: str = "",
+        person: People = None,
+        place: Places = None,
     ) -> HTMLResponse:
+        person = [p for p in person or () if p.strip()]  # the page's empty fields
+        place = [p for p in place or () if p.strip()]
         selected = {
             "sort": sort,
             "prefix": (prefix or [""])[0],
             "tag": tag,
+            "person": ", ".join(person),
+            "place": ", ".join(place),
             "date_from": date_from,
             "date_to": date_to,
             "mode": mode,
@@ -471,7 +575,9 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             if not q.strip():
                 library.require_index()
                 return page(request, "results.html", hits=None, **context)
-            asked = search_request(q, top_k, prefix, tag.split(), date_from, date_to, mode, sort)
+            asked = search_request(
+                q, top_k, prefix, tag.split(), date_from, date_to, mode, sort, person, place
+            )
             if action == "search":
                 hits = library.find(asked)
                 return page(request, "results.html", hits=hits, **context)
@@ -497,7 +603,8 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             detail = library.detail(key)
         except (QueryError, EmptyIndexError) as exc:
             return page_error(request, exc)
-        return page(request, "detail.html", detail=detail, original=original_url(key))
+        faces = library.faces_in_photo(key)
+        return page(request, "detail.html", detail=detail, original=original_url(key), faces=faces)
 
     @app.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
     def duplicates_page(
@@ -510,6 +617,42 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             return page_error(request, exc)
         details = {key: library.detail(key) for group in groups for key in group.keys}
         return page(request, "duplicates.html", groups=groups, details=details)
+
+    @app.get("/map", response_class=HTMLResponse, include_in_schema=False)
+    def map_page(request: Request) -> HTMLResponse:
+        return page(
+            request,
+            "map.html",
+            places=library.places(),
+            tiles=settings.map_tiles,
+            location=settings.location,
+        )
+
+    @app.get("/people", response_class=HTMLResponse, include_in_schema=False)
+    def people_page(request: Request, hidden: bool = False) -> HTMLResponse:
+        people = library.people_list(include_hidden=hidden)
+        return page(request, "people.html", people=people, hidden=hidden)
+
+    @app.get("/people/{person_id}", response_class=HTMLResponse, include_in_schema=False)
+    def person_page(request: Request, person_id: int) -> HTMLResponse:
+        try:
+            person = person_or_404(person_id)
+        except NotFoundError as exc:
+            return page(request, "results.html", status=404, error=str(exc))
+        faces = library.person_faces(person_id)
+        details = {}
+        for key in person.photos[:200]:
+            try:
+                details[key] = library.detail(key)
+            except (QueryError, EmptyIndexError):
+                continue  # indexed later than its faces were found
+        return page(request, "person.html", person=person, faces=faces, details=details)
+
+    @app.post("/people/{person_id}/name", include_in_schema=False)
+    def rename_person(person_id: int, name: PersonName) -> Response:
+        person_or_404(person_id)
+        library.name_person(person_id, name)
+        return RedirectResponse(f"/people/{person_id}", status_code=303)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(request: Request, next: str = "/") -> HTMLResponse:
