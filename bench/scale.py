@@ -247,17 +247,19 @@ def _ef(share: float) -> int:
 
 def _chroma_method(rows: int, share: float, filtered: bool) -> str:
     """What ``ChromaVectorStore`` chooses: the graph's nearest records filtered here when a
-    list of 300 (or 1,000) holds enough, else Chroma's own metadata filter."""
+    list of 600 (or, in a large collection, 2,000) holds enough, else Chroma's own filter."""
     from dam_pipeline.vector_stores import chroma
 
     if not filtered:
         return "hnsw"
-    if rows / share < chroma.OVERFETCH_FROM:
+    total = rows / share
+    if total < chroma.OVERFETCH_FROM:
         return "chroma's filter"
-    if share * chroma.OVERFETCH[0] >= 10:
-        return f"{chroma.OVERFETCH[0]} nearest, filtered"
-    if share * chroma.OVERFETCH[-1] >= 10:
-        return f"up to {chroma.OVERFETCH[-1]} nearest, filtered"
+    lists = chroma.OVERFETCH if total >= chroma.LONGER_LIST_FROM else chroma.OVERFETCH[:1]
+    if share * lists[0] >= 10:
+        return f"{lists[0]} nearest, filtered"
+    if share * lists[-1] >= 10:
+        return f"up to {lists[-1]} nearest, filtered"
     return "chroma's filter"
 
 

@@ -173,6 +173,25 @@ def test_chroma_keeps_one_of_identical_vectors_searchable(tmp_path) -> None:
     assert store.count() == 0
 
 
+def test_chroma_finds_what_another_writer_added_after_its_last_query(tmp_path) -> None:
+    """A query trusts the collection sizes it read a moment ago (counting a large
+    collection is slow); the records and copies another process writes meanwhile are
+    still found."""
+    reader = ChromaVectorStore("shared", path=tmp_path / "chroma")
+    writer = ChromaVectorStore("shared", path=tmp_path / "chroma")
+    writer.upsert(records("a", 3))
+    assert len(reader.query(records("a", 3)[0].vector, top_k=10)) == 3
+    more = records("b", 12)
+    writer.upsert(more)
+    hits = reader.query(more[0].vector, top_k=10)
+    assert len(hits) == 10 and hits[0].id == more[0].id
+    twin = VectorRecord("b-twin", more[0].vector, "", {"partition": "b", "key": "b/twin.jpg"})
+    writer.upsert([twin])  # a copy, held beside its representative
+    reader._sizes_read_at -= 60  # once the sizes are old enough to be read again
+    found = [h.id for h in reader.query(more[0].vector, top_k=2)]
+    assert sorted(found) == sorted([more[0].id, "b-twin"])
+
+
 def test_chroma_filters_a_large_collection_without_losing_or_adding_hits(tmp_path) -> None:
     """A large collection answers a broad filter from its unfiltered nearest records,
     filtered here, and a narrow one through Chroma's filter: both give what Chroma's own

@@ -83,6 +83,7 @@ class Collection:
         self.id = model["id"]
         self.name = model["name"]
         self.metadata: dict[str, Any] = model.get("metadata") or {}
+        self.configuration: dict[str, Any] = model.get("configuration_json") or {}
 
     def _path(self, action: str = "") -> str:
         return f"{self._client._collections()}/{self.id}{action}"
@@ -93,6 +94,24 @@ class Collection:
     def modify(self, metadata: dict[str, Any]) -> None:
         self._client.request("PUT", self._path(), {"new_metadata": metadata, "new_name": None})
         self.metadata = dict(metadata)
+
+    def search_ef(self) -> int | None:
+        """The HNSW graph's ``ef_search`` (Chroma's default: 100)."""
+        return ((self.configuration or {}).get("hnsw") or {}).get("ef_search")
+
+    def set_search_ef(self, ef: int) -> None:
+        """Change ``ef_search`` (one of the settings Chroma lets a collection change)."""
+        self._client.request(
+            "PUT",
+            self._path(),
+            {
+                "new_name": None,
+                "new_metadata": None,
+                "new_configuration": {"hnsw": {"ef_search": ef}},
+            },
+        )
+        hnsw = {**((self.configuration or {}).get("hnsw") or {}), "ef_search": ef}
+        self.configuration = {**(self.configuration or {}), "hnsw": hnsw}
 
     def get(
         self,
