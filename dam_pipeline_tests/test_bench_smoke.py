@@ -79,7 +79,8 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     }
     assert result["ingest"]["images_per_second"] > 0 and result["ingest"]["peak_rss_mb"] > 0
     assert result["limit"]["images"] == 3 and result["naive"]["images"] == 2
-    assert set(result["ratios"]) == {"vs_limit", "vs_limit_range", "vs_naive"}
+    assert set(result["ratios"]) == {"vs_limit", "vs_limit_range", "vs_naive", "cpu_ceiling"}
+    assert result["ratios"]["cpu_ceiling"] > 0  # the limit's CPU per image over the ingest's
     runs = [run["images_per_second"] for run in result["limit"]["runs"]]
     assert len(runs) == 2  # measured before and after the ingest
     assert result["limit"]["images_per_second"] == pytest.approx(sum(runs) / 2, abs=0.01)

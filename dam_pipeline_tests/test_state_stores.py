@@ -293,3 +293,27 @@ def test_people_are_grouped_named_and_forgotten_alike_in_both_stores(people_and_
     assert len(gone) == 7 and len(people.forgotten()) == 1
     assert people.count() == 5
     assert people.delete_everything() == 5 and people.persons() == []
+
+
+def test_one_face_grouper_at_a_time_in_both_stores(people_and_index) -> None:
+    """A second grouper (another run's faces step, a regroup) waits until the first lets
+    go; the index's writer lock is not involved."""
+    import threading
+
+    people, _ = people_and_index
+    order: list[str] = []
+    second_waiting = threading.Event()
+
+    def second() -> None:
+        second_waiting.set()
+        with people.one_grouper():
+            order.append("second")
+
+    with people.one_grouper():
+        thread = threading.Thread(target=second)
+        thread.start()
+        second_waiting.wait(5)
+        thread.join(0.5)  # it cannot get in while the first holds it
+        order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"]

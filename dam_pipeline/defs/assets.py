@@ -384,7 +384,7 @@ def faces(
         raise dg.Failure("DAM_FACES is off: the faces stage has nothing to do", allow_retries=False)
 
     def find(key: str, normalized: Manifest) -> Manifest:
-        with storage.index_writer():  # new faces are grouped one writer at a time
+        with people.one_grouper():  # new faces are grouped one writer at a time
             return stages.faces_partition(
                 normalized, storage.object_store(), describer, storage.cache(), people,
                 face_index, source_id, key, storage.settings.max_delete_share,

@@ -103,6 +103,11 @@ def regroup(people: PeopleStore) -> dict[str, int]:
     keeping every decision a user made: faces a user placed (merges, faces taken out) stay
     where they were put, a face never goes back to a person it was taken out of, and each
     new group keeps the id (so the name) of the person most of its faces belonged to."""
+    with people.one_grouper():
+        return _regroup(people)
+
+
+def _regroup(people: PeopleStore) -> dict[str, int]:
     import dlib
 
     faces = people.faces()

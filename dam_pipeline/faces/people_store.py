@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dam_pipeline.locks import exclusive
 from dam_pipeline.sqlite_state import thread_connection
 
 if TYPE_CHECKING:
@@ -119,6 +120,12 @@ class PeopleStore(ABC):
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Any]:
         """A cursor inside one transaction (committed at the end, rolled back on error)."""
+
+    @abstractmethod
+    def one_grouper(self) -> AbstractContextManager[Any]:
+        """Held while faces are put with persons (a run's faces step, a regroup): one
+        grouper at a time on every machine sharing this store, released if its holder
+        dies. Not the index's writer lock: grouping faces never holds up indexing."""
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.postgres else statement
@@ -505,6 +512,13 @@ class SqlitePeopleStore(PeopleStore):
             raise
         db.execute("COMMIT")
 
+    def one_grouper(self) -> AbstractContextManager[Any]:
+        return exclusive(self.path.with_name(self.path.name + ".lock"), "the people store")
+
+
+GROUPER_LOCK = 0x64616D70656F706C
+"""The Postgres advisory lock key of ``one_grouper`` ("dampeopl")."""
+
 
 class PostgresPeopleStore(PeopleStore):
     postgres = True
@@ -517,3 +531,14 @@ class PostgresPeopleStore(PeopleStore):
     def _transaction(self) -> Iterator[Any]:
         with self.db.transaction() as cursor:
             yield cursor
+
+    @contextmanager
+    def one_grouper(self) -> Iterator[dict]:
+        """A session-level advisory lock on a connection of its own: closing it (or the
+        holder dying) releases the lock."""
+        import psycopg
+
+        started = time.monotonic()
+        with psycopg.connect(self.db.url, connect_timeout=10, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (GROUPER_LOCK,))
+            yield {"seconds_waited": round(time.monotonic() - started, 3)}
