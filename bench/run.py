@@ -649,6 +649,17 @@ def place_question_rows(found: dict | None) -> list[tuple[str, str, str]]:
             "",
         )
         for half, figures in (found or {}).items()
+        if half != "position_cost"
+    ] + [
+        (
+            "a photo's position: ms reading it from the EXIF / naming its place "
+            "(GeoNames, offline); loading the gazetteer once a process",
+            f"{cost['ms_reading_a_position']} / {cost['ms_naming_a_place']} ms; "
+            f"{cost['seconds_loading_the_gazetteer']} s",
+            "",
+        )
+        for cost in [(found or {}).get("position_cost")]
+        if cost
     ]
 
 
