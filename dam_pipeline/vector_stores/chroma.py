@@ -61,7 +61,8 @@ SIZES_TRUSTED_SECONDS = 30.0
 """How long a query trusts the collection sizes it last read. Chroma counts by scanning
 (about 10 ms per 100,000 records: most of an unfiltered query's time at 1,000,000), and a
 query needs the sizes only to choose its method and to know whether copies exist; this
-process's own writes, and an empty index, are read again at once."""
+process's own writes, and an empty index, are read again at once (copies of a photo that
+another process adds show within this time; its other records at once)."""
 COPIES_SUFFIX = "_copies"
 GROUP, COPY_OF, HAS_COPIES = "dam_vector_group", "dam_copy_of", "dam_has_copies"
 """Bookkeeping keys in the stored metadata; callers never see them."""
@@ -347,13 +348,13 @@ class ChromaVectorStore:
     def _filtered(
         self, vector: np.ndarray, top_k: int, total: int, where: StoreFilter | None
     ) -> list[VectorHit]:
-        """The nearest ``top_k`` passing ``where``. Chroma's own filter evaluates the metadata
-        of the whole collection first (about 100 ms at 100,000 records, 380 ms for a date
-        range, whatever the filter keeps), so a large collection is first asked for its
-        nearest records unfiltered (``OVERFETCH``) and those are filtered here: when at least
-        ``top_k`` pass, they are the filtered nearest (anything nearer that passes would be
-        among them). A filter that leaves too few (judged by how many passed the first list)
-        falls back to Chroma's filter."""
+        """The nearest ``top_k`` passing ``where``. Chroma's own filter costs in proportion
+        to the whole collection, whatever it keeps (about 100 ms at 100,000 records, 0.35-1.1 s
+        at 1,000,000), so a large collection is first asked for its nearest records
+        unfiltered (``OVERFETCH``) and those are filtered here: when at least ``top_k`` pass,
+        they are the filtered nearest (anything nearer that passes would be among them, as
+        far as the graph's search finds it). A filter that leaves too few (judged by how
+        many passed the list before) falls back to Chroma's filter."""
         condition = where.where() if where else None
         if condition is None or total < self.overfetch_from:
             return self._search(vector, top_k, condition)
