@@ -290,7 +290,7 @@ def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
 
     groups = api.duplicates(prefixes=args.prefix, max_distance=args.max_distance, settings=settings)
     if args.json:
-        payload = [{"keys": g.keys, "similarity": g.similarity, "by": g.joined_by} for g in groups]
+        payload = [group.to_dict() for group in groups]
         print(json.dumps(payload, ensure_ascii=False, indent=2))
         return 0
     if not groups:

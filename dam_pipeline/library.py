@@ -12,7 +12,7 @@ import base64
 import io
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
@@ -74,7 +74,7 @@ from dam_pipeline.sources import ObjectGoneError, Source, is_media_key, is_video
 from dam_pipeline.sources.base import has_dot_segments, partition_of
 from dam_pipeline.state import PipelineState
 from dam_pipeline.vector_stores import VectorStore
-from dam_pipeline.vector_stores.base import StoreFilter
+from dam_pipeline.vector_stores.base import Metadata, StoreFilter
 
 PIPELINE_ASSETS = ("raw_images", "normalized_images", "captions", "embeddings", "vector_index")
 VISION_IMAGES = 3
@@ -418,12 +418,7 @@ class Library:
         places = (*request.places, *named)
         if places and only is None and not subject_left(rest):
             where = StoreFilter(places=tuple(fold(p) for p in places))
-            count = sum(
-                1
-                for partition in self.partitions()
-                for meta in self.index.list_partition(partition).values()
-                if where.accepts(meta)
-            )
+            count = sum(1 for meta in self._indexed_metadata() if where.accepts(meta))
             noun = "photo was" if count == 1 else "photos were"
             return f"{count} {noun} taken in {' or '.join(places)}."
         if only is not None and not subject:
@@ -525,6 +520,12 @@ class Library:
 
     # Places
 
+    def _indexed_metadata(self) -> Iterator[Metadata]:
+        """Every indexed photo's metadata, partition by partition: the one walk over the
+        index that places, the map and place counts read (slow at a million photos)."""
+        for partition in self.partitions():
+            yield from self.index.list_partition(partition).values()
+
     KNOWN_PLACES_SECONDS = 300.0
     """How long the names of the library's places are kept between listings of the index."""
 
@@ -546,10 +547,9 @@ class Library:
             return cached[1]
         cities: set[str] = set()
         areas: set[str] = set()
-        for partition in self.partitions():
-            for meta in self.index.list_partition(partition).values():
-                cities.update(str(meta.get(k) or "") for k in ("place_city", "place_near_city"))
-                areas.update(str(meta.get(k) or "") for k in ("place_region", "place_country"))
+        for meta in self._indexed_metadata():
+            cities.update(str(meta.get(k) or "") for k in ("place_city", "place_near_city"))
+            areas.update(str(meta.get(k) or "") for k in ("place_region", "place_country"))
         known = (sorted(cities - {""}), sorted(areas - {""}))
         self._places_cache = (now, known)
         return known
@@ -559,42 +559,40 @@ class Library:
     def map_points(self) -> list[dict]:
         """Photos with coordinates (at most ``MAP_POINTS``): key, lat, lon, place, hash."""
         points: list[dict] = []
-        for partition in self.partitions():
-            for meta in self.index.list_partition(partition).values():
-                if "lat" not in meta or "lon" not in meta:
-                    continue
-                points.append(
-                    {
-                        "key": str(meta.get("key", "")),
-                        "lat": float(meta["lat"]),
-                        "lon": float(meta["lon"]),
-                        "place": place_of(meta),
-                        "normalized_hash": str(meta.get("normalized_hash", "")),
-                    }
-                )
-                if len(points) >= self.MAP_POINTS:
-                    return points
+        for meta in self._indexed_metadata():
+            if "lat" not in meta or "lon" not in meta:
+                continue
+            points.append(
+                {
+                    "key": str(meta.get("key", "")),
+                    "lat": float(meta["lat"]),
+                    "lon": float(meta["lon"]),
+                    "place": place_of(meta),
+                    "normalized_hash": str(meta.get("normalized_hash", "")),
+                }
+            )
+            if len(points) >= self.MAP_POINTS:
+                break
         return points
 
     def places(self) -> list[dict]:
         """Countries, their regions and cities, with how many photos each."""
         tree: dict[tuple[str, str], dict] = {}
-        for partition in self.partitions():
-            for meta in self.index.list_partition(partition).values():
-                country = str(meta.get("place_country") or "")
-                if not country:
-                    continue
-                entry = tree.setdefault(
-                    (country, str(meta.get("place_country_code") or "")),
-                    {"photos": 0, "regions": {}},
-                )
-                entry["photos"] += 1
-                region = entry["regions"].setdefault(
-                    str(meta.get("place_region") or ""), {"photos": 0, "cities": {}}
-                )
-                region["photos"] += 1
-                city = str(meta.get("place_near_city") or meta.get("place_city") or "")
-                region["cities"][city] = region["cities"].get(city, 0) + 1
+        for meta in self._indexed_metadata():
+            country = str(meta.get("place_country") or "")
+            if not country:
+                continue
+            entry = tree.setdefault(
+                (country, str(meta.get("place_country_code") or "")),
+                {"photos": 0, "regions": {}},
+            )
+            entry["photos"] += 1
+            region = entry["regions"].setdefault(
+                str(meta.get("place_region") or ""), {"photos": 0, "cities": {}}
+            )
+            region["photos"] += 1
+            city = str(meta.get("place_near_city") or meta.get("place_city") or "")
+            region["cities"][city] = region["cities"].get(city, 0) + 1
         return [
             {
                 "country": country,

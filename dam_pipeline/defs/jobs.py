@@ -128,11 +128,7 @@ def answer_question(
                     "duplicates": dg.MetadataValue.md(duplicates_markdown(groups)),
                 }
             )
-            return {
-                "groups": [
-                    {"keys": g.keys, "similarity": g.similarity, "by": g.joined_by} for g in groups
-                ]
-            }
+            return {"groups": [group.to_dict() for group in groups]}
         answer = _answer(library, config, context.run_id)
     except (QueryError, EmptyIndexError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -123,6 +123,10 @@ class DuplicateGroup:
         ]
         return " and ".join(ways)
 
+    def to_dict(self) -> dict:
+        """What every front end shows of a group (the CLI's and the API's JSON, the job)."""
+        return {"keys": self.keys, "similarity": self.similarity, "by": self.joined_by}
+
 
 def duplicates_in(
     store: VectorStore,

@@ -387,16 +387,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """Groups of near-duplicate images."""
         groups = library.duplicates(prefixes=prefix or None, max_distance=max_distance)
-        return {
-            "groups": [
-                {
-                    "keys": group.keys,
-                    "similarity": round(group.similarity, 3),
-                    "by": group.joined_by,
-                }
-                for group in groups
-            ]
-        }
+        return {"groups": [group.to_dict() for group in groups]}
 
     @app.get("/api/prefixes", tags=["api"], responses=errors(409))
     def api_prefixes() -> dict[str, Any]:
