@@ -167,7 +167,7 @@ def prewarm(url: str, store: PgVectorStore) -> None:
 
 
 def filtered_search(store: VectorStore, x, prefixes, dates, queries, method=None) -> list[dict]:
-    """p50 / p95 and recall@10 per filter; ``method(rows, share, filtered)`` names what the
+    """p50 / p95 and recall@10 per filter; ``method(rows, share, where)`` names what the
     store chose (default: pgvector's choice)."""
     method = method or _pgvector_method
     sizes = np.bincount(prefixes, minlength=PREFIXES) / len(x)
@@ -221,7 +221,7 @@ def filtered_search(store: VectorStore, x, prefixes, dates, queries, method=None
                 "filter": name,
                 "selectivity": round(float(mask.mean()), 5),
                 "rows": int(mask.sum()),
-                "method": method(int(mask.sum()), float(mask.mean()), where is not None),
+                "method": method(int(mask.sum()), float(mask.mean()), where),
                 "p50_ms": round(float(np.percentile(times, 50)), 1),
                 "p95_ms": round(float(np.percentile(times, 95)), 1),
                 "recall_at_10": round(float(np.mean(recalls)), 3),
@@ -230,9 +230,9 @@ def filtered_search(store: VectorStore, x, prefixes, dates, queries, method=None
     return rows
 
 
-def _pgvector_method(rows: int, share: float, filtered: bool) -> str:
+def _pgvector_method(rows: int, share: float, where: StoreFilter | None) -> str:
     """What ``PgVectorStore`` chooses for a filter leaving ``rows`` (``share`` of the table)."""
-    if not filtered:
+    if where is None:
         return f"hnsw, ef_search {pgvector_store.EF_SEARCH}"
     if rows <= pgvector_store.EXACT_SEARCH_ROWS:
         return "exact"
@@ -245,13 +245,18 @@ def _ef(share: float) -> int:
     return max(pgvector_store.FILTERED_EF_SEARCH, min(pgvector_store.MAX_EF_SEARCH, ef))
 
 
-def _chroma_method(rows: int, share: float, filtered: bool) -> str:
-    """What ``ChromaVectorStore`` chooses: the graph's nearest records filtered here when a
-    list of 600 (or, in a large collection, 2,000) holds enough, else Chroma's own filter."""
+def _chroma_method(rows: int, share: float, where: StoreFilter | None) -> str:
+    """What ``ChromaVectorStore`` chooses for the bench's filters (partitions, dates): a scan
+    of the flat copy when it keeps at most ``EXACT_UP_TO`` records; else the graph's nearest
+    records filtered here when a list of 600 (or, in a large collection, 2,000) holds enough,
+    else Chroma's own filter."""
     from dam_pipeline.vector_stores import chroma
 
-    if not filtered:
+    if where is None:
         return "hnsw"
+    dated = where.date_from is not None or where.date_to is not None
+    if rows <= (chroma.EXACT_DATED_UP_TO if dated else chroma.EXACT_UP_TO):
+        return "exact scan of the flat copy"
     total = rows / share
     if total < chroma.OVERFETCH_FROM:
         return "chroma's filter"
@@ -267,7 +272,7 @@ def chroma_scale(work: Path, x, prefixes, dates, queries, n: int) -> dict:
     """Chroma, the default store, the same way: its own batch add (``CHROMA_BATCH`` rows a
     request, ids, vectors, the two filter fields) against ``ChromaVectorStore.upsert``
     as the vector_index step calls it, both on one local server; then search."""
-    from dam_pipeline.vector_stores import ChromaVectorStore
+    from dam_pipeline.vector_stores import ChromaVectorStore, chroma
 
     store = ChromaVectorStore("scale", path=work / "chroma", idle_seconds=3600)
     raw = store.client.get_or_create_collection("raw", metadata={"hnsw:space": "cosine"})
@@ -298,9 +303,17 @@ def chroma_scale(work: Path, x, prefixes, dates, queries, n: int) -> dict:
         "store": {"batch": store.upsert_batch, "rows_per_second": round(n / store_seconds, 1)},
         "ratios": {"fill_vs_raw": round(raw_seconds / store_seconds, 2)},
         "search": search,
-        "disk_mb": sum(f.stat().st_size for f in (work / "chroma").rglob("*") if f.is_file())
-        // 2**20,
+        "disk_mb": {
+            "chroma": _megabytes(work / "chroma"),
+            "flat_copy": _megabytes(work / f"chroma{chroma.FLAT_SUFFIX}"),
+        },
+        "peak_rss_mb_of_the_searching_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        // 1024,
     }
+
+
+def _megabytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) // 2**20
 
 
 def main() -> None:

@@ -210,6 +210,7 @@ def test_chroma_filters_a_large_collection_without_losing_or_adding_hits(tmp_pat
         ]
     )
     store.overfetch_from = 1000  # this collection counts as large
+    store.exact_up_to = store.exact_dated_up_to = 0  # no filter is narrow enough to scan
     for where in (
         StoreFilter(partitions=("broad",)),  # 75%: the nearest 300 hold plenty
         StoreFilter(date_from=100, date_to=700),  # 50%
@@ -222,6 +223,137 @@ def test_chroma_filters_a_large_collection_without_losing_or_adding_hits(tmp_pat
             assert [h.id for h in hits] == [h.id for h in expected]
             assert all(where.accepts(h.metadata) for h in hits)
     assert len(store.query(vectors[0], top_k=10, where=StoreFilter(partitions=("narrow-8",)))) == 4
+
+
+def _exact_top(vectors: np.ndarray, ids: list[str], keep: np.ndarray, q: np.ndarray, k: int):
+    rows = np.flatnonzero(keep)
+    scores = vectors[rows] @ q
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], ids[rows[i]]))[:k]
+    return [ids[rows[i]] for i in order], [float(scores[i]) for i in order]
+
+
+def test_chroma_answers_narrow_filters_exactly_from_its_flat_copy(tmp_path, monkeypatch) -> None:
+    """Partitions and dates that keep few records are scanned in the flat copy: the hits
+    are the exact nearest (numpy's), with their own documents, metadata and scores, through
+    replacements, moves between partitions, deletions, rewrites of mostly dead files, and a
+    writer that died before marking the rows it replaced."""
+    from dam_pipeline.vector_stores import flat_partitions
+
+    monkeypatch.setattr(flat_partitions, "COMPACT_FROM", 50)
+    store = ChromaVectorStore("exact", path=tmp_path / "chroma")
+    rng = np.random.default_rng(11)
+    n = 1500
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"v{i:04d}" for i in range(n)]
+    part = np.array([f"p{min(int(rng.zipf(1.6)), 30)}" for _ in range(n)])
+    dates = rng.integers(0, 1000, n)
+    dated = rng.random(n) > 0.1  # some records have no date
+
+    def write(rows) -> None:
+        store.upsert(
+            [
+                VectorRecord(
+                    ids[i],
+                    vectors[i],
+                    f"doc {ids[i]} {part[i]}",
+                    {"partition": str(part[i]), "key": f"{part[i]}/{ids[i]}.jpg"}
+                    | ({"date_ts": int(dates[i])} if dated[i] else {}),
+                )
+                for i in rows
+            ]
+        )
+
+    write(range(n))
+    alive = np.ones(n, bool)
+
+    def check() -> None:
+        filters = [
+            (StoreFilter(partitions=("p2",)), part == "p2"),
+            (StoreFilter(partitions=("p5", "p9", "p30")), np.isin(part, ["p5", "p9", "p30"])),
+            (StoreFilter(date_from=100, date_to=160), dated & (dates >= 100) & (dates <= 160)),
+            (StoreFilter(date_to=40), dated & (dates <= 40)),
+            (
+                StoreFilter(partitions=("p1",), date_from=500),
+                (part == "p1") & dated & (dates >= 500),
+            ),
+        ]
+        for where, keep in filters:
+            assert store._exact(vectors[0], 10, where, copies=0) is not None  # the scan
+            for q in vectors[:6]:
+                right, scores = _exact_top(vectors, ids, keep & alive, q, 10)
+                hits = store.query(q, top_k=10, where=where)
+                assert [h.id for h in hits] == right, where
+                assert np.allclose([h.score for h in hits], scores, atol=1e-5)
+                for hit in hits:
+                    i = ids.index(hit.id)
+                    assert hit.document == f"doc {hit.id} {part[i]}"
+                    assert hit.metadata["partition"] == part[i]
+                    assert where.accepts(hit.metadata)
+
+    assert store.flat.complete and store.flat.count() == n
+    check()
+    # new vectors for one partition (as after a new captioner), written twice over
+    changed = np.flatnonzero(part == "p1")
+    for _ in range(2):
+        vectors[changed] = rng.normal(size=(len(changed), DIM))
+        vectors[changed] /= np.linalg.norm(vectors[changed], axis=1, keepdims=True)
+        write(changed)
+    check()
+    files = sorted(p.name for p in store.flat.folder.glob("*.vectors"))
+    assert len(files) == len(set(part)), files  # p1's mostly dead file was rewritten
+    # records moved to another partition, others deleted
+    moved = np.flatnonzero(part == "p3")[:20]
+    part[moved] = "p2"
+    write(moved)
+    gone = np.flatnonzero(part == "p5")[:5]
+    store.delete([ids[i] for i in gone], "p5")
+    alive[gone] = False
+    check()
+    # a writer that died after committing new rows, before marking the old ones dead
+    monkeypatch.setattr(flat_partitions.FlatPartitions, "_mark_dead", lambda self, found: None)
+    again = np.flatnonzero(part == "p2")[:30]
+    vectors[again] = -vectors[again]
+    write(again)
+    check()
+    assert store.flat.count() == n - len(gone)
+
+
+def test_chroma_fills_the_flat_copy_of_an_index_from_before_it(tmp_path) -> None:
+    """An index folder written before the flat copy existed is searched through the graph
+    until the next run's writes fill the copy; then narrow filters are exact."""
+    import shutil
+
+    from dam_pipeline.vector_stores.local_chroma import stop_server
+
+    first = ChromaVectorStore("old", path=tmp_path / "chroma")
+    written = records("a", 40) + records("b", 60, offset=40)
+    first.upsert(written)
+    shutil.rmtree(first.flat.folder)
+    store = ChromaVectorStore("old", path=tmp_path / "chroma")
+    assert not store.flat.complete
+    where = StoreFilter(partitions=("b",))
+    q = written[45].vector
+    before = [h.id for h in store.query(q, top_k=5, where=where)]
+    with store.batch_writes():
+        pass
+    assert store.flat.complete and store.flat.count() == 100
+    vectors = np.stack([r.vector for r in written])
+    keep = np.array([r.metadata["partition"] == "b" for r in written])
+    right, _ = _exact_top(vectors, [r.id for r in written], keep, q, 5)
+    assert [h.id for h in store.query(q, top_k=5, where=where)] == right
+    assert before[0] == right[0] == written[45].id
+    store.reset()
+    assert store.flat.complete and store.flat.count() == 0
+    assert store.query(q, top_k=5, where=where) == []
+    # an index folder removed by hand leaves no records in the copy to be found
+    store.upsert(written)
+    stop_server(tmp_path / "chroma")
+    shutil.rmtree(tmp_path / "chroma")
+    fresh = ChromaVectorStore("old", path=tmp_path / "chroma")
+    assert fresh.flat.complete and fresh.flat.count() == 0
+    fresh.upsert(written[:3])
+    assert [h.id for h in fresh.query(q, top_k=5, where=StoreFilter(partitions=("a",)))] != []
 
 
 def test_pinecone_batches_within_request_limits() -> None:
