@@ -407,3 +407,48 @@ def test_place_and_distance_filters_run_in_every_store(store) -> None:
     assert found(places=("lisbon",), partitions=("trip",)) == {"Portugal"}
     assert found(near=(48.85, 2.35, 20.0)) == {"France"}
     assert found(places=("atlantis",)) == set()
+
+
+def test_flat_copy_reads_stay_whole_while_a_writer_rewrites(tmp_path, monkeypatch) -> None:
+    """Queries during writes, dead-row marking and file rewrites see each record once, in
+    its partition, with one of the vectors it was ever written with."""
+    import threading
+
+    from dam_pipeline.vector_stores import flat_partitions
+    from dam_pipeline.vector_stores.flat_partitions import FlatPartitions, FlatRecord
+
+    monkeypatch.setattr(flat_partitions, "COMPACT_FROM", 64)
+    flat = FlatPartitions(tmp_path / "flat")
+    rng = np.random.default_rng(3)
+    versions = rng.normal(size=(2, 400, DIM)).astype(np.float32)
+    versions /= np.linalg.norm(versions, axis=2, keepdims=True)
+    part = [f"p{i % 4}" for i in range(400)]
+
+    def write(version: int, rows: range) -> None:
+        with flat.writing():
+            flat.write([FlatRecord(f"r{i}", part[i], i, versions[version, i]) for i in rows])
+
+    write(0, range(400))
+    done = threading.Event()
+
+    def writer() -> None:
+        for round_ in range(30):
+            write((round_ + 1) % 2, range(round_ % 4, 400, 3))
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    queries = 0
+    while not done.is_set() or queries < 20:
+        q = versions[0, queries % 400]
+        hits = flat.nearest(q, 10, partitions=("p1", "p2"), date_from=50)
+        ids = [id_ for id_, _ in hits]
+        assert len(ids) == 10 and len(set(ids)) == 10
+        for id_, score in hits:
+            i = int(id_[1:])
+            assert part[i] in ("p1", "p2") and i >= 50
+            assert min(abs(score - float(versions[v, i] @ q)) for v in (0, 1)) < 1e-5
+        queries += 1
+    thread.join()
+    assert flat.count() == 400
+    assert len(list(flat.folder.glob("*.vectors"))) == 4

@@ -77,6 +77,7 @@ class FlatPartitions:
         folder.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._mapped: dict[tuple[int, int, int], np.ndarray] = {}
+        self._mapped_lock = threading.Lock()  # queries of several threads share the maps
 
     @property
     def _db(self):
@@ -258,7 +259,9 @@ class FlatPartitions:
             keep = np.array([row for _, row in members], np.int64)
             with self._transaction():
                 new = self._next_file()
-                self._write_rows(new, 0, np.asarray(vectors[keep]), np.asarray(dates[keep]))
+                for start in range(0, len(keep), SCAN_ROWS):  # memory bounded by a block
+                    block = keep[start : start + SCAN_ROWS]
+                    self._write_rows(new, start, np.asarray(vectors[block]), dates[block])
                 db.executemany(
                     "UPDATE ids SET row = ? WHERE id = ?",
                     [(i, id_) for i, (id_, _) in enumerate(members)],
@@ -268,6 +271,9 @@ class FlatPartitions:
                     (new, len(members), len(members), part),
                 )
             del vectors, dates
+            with self._mapped_lock:
+                for key in [key for key in self._mapped if key[0] == old]:
+                    del self._mapped[key]
             for path in self._paths(old):
                 path.unlink(missing_ok=True)
 
@@ -279,13 +285,14 @@ class FlatPartitions:
         vectors_path, dates_path = self._paths(file)
         if rows == 0 or dimension == 0:
             return np.empty((0, max(1, dimension)), np.float32), np.empty(0, np.int64)
-        vectors = self._mapped.get((file, rows, dimension))
-        if vectors is None:
-            with open(vectors_path, "rb") as handle:
-                vectors = np.memmap(handle, np.float32, "r", shape=(rows, dimension))
-            while len(self._mapped) >= OPEN_FILES:
-                self._mapped.pop(next(iter(self._mapped)), None)
-            self._mapped[(file, rows, dimension)] = vectors
+        with self._mapped_lock:
+            vectors = self._mapped.get((file, rows, dimension))
+            if vectors is None:
+                with open(vectors_path, "rb") as handle:
+                    vectors = np.memmap(handle, np.float32, "r", shape=(rows, dimension))
+                while len(self._mapped) >= OPEN_FILES:
+                    self._mapped.pop(next(iter(self._mapped)))
+                self._mapped[(file, rows, dimension)] = vectors
         dates = np.fromfile(dates_path, np.int64, count=rows)
         return vectors, dates
 
