@@ -68,12 +68,12 @@ EXACT_UP_TO = 250_000
 EXACT_DATED_UP_TO = 75_000
 """A filter on partitions and dates that keeps at most this many records (the second figure
 with date bounds) is answered by scanning them in the flat copy (``FlatPartitions``): exact,
-where the graph's nearest records filtered here lose some of a small set's nearest, and
-Chroma's own filter costs about a second at 1,000,000 records whatever it keeps. Measured
-on the flat copy of 1,000,000 anchor-like vectors: whole partitions scan at about 0.12 us a
-record (10% of the records: p95 13 ms), records picked by date at about 0.9 us (5%: p95
-48 ms), so both limits cost at most about 70 ms; broader filters keep enough of the graph's
-nearest records (recall 0.96 at 10%)."""
+where the graph's nearest records filtered here lost some of a small set's nearest (recall
+0.90-0.94 from 1% to 5% at 1,000,000 records) and Chroma's own filter costs about a second
+at that size whatever it keeps. Whole partitions scan at about 0.12 us a record, records
+picked by date at about 0.9 us (scattered rows), so either limit costs about 30-70 ms. In
+``bench.scale --store chroma`` at 1,000,000: a 10% prefix p95 21.8 ms, a 5% date range
+58.6 ms, recall 1.0; a 30% date range goes through the graph (p95 83 ms, recall 0.97)."""
 EXACT_SPARE = 10
 """Records asked of the scan beyond ``top_k``, for any it holds that Chroma no longer does."""
 FLAT_SUFFIX = ".flat"
