@@ -279,7 +279,7 @@ def test_chroma_answers_narrow_filters_exactly_from_its_flat_copy(tmp_path, monk
             ),
         ]
         for where, keep in filters:
-            assert store._exact(vectors[0], 10, where, copies=0) is not None  # the scan
+            assert store._exact(vectors[0], 10, where) is not None  # the scan
             for q in vectors[:6]:
                 right, scores = _exact_top(vectors, ids, keep & alive, q, 10)
                 hits = store.query(q, top_k=10, where=where)
@@ -354,6 +354,13 @@ def test_chroma_fills_the_flat_copy_of_an_index_from_before_it(tmp_path) -> None
     assert fresh.flat.complete and fresh.flat.count() == 0
     fresh.upsert(written[:3])
     assert [h.id for h in fresh.query(q, top_k=5, where=StoreFilter(partitions=("a",)))] != []
+    # a copy (identical vector, kept outside the graph) is found by the scan with its original
+    twin = VectorRecord("a-twin", written[0].vector, "twin", {"partition": "a", "key": "a/t.jpg"})
+    fresh.upsert([twin])
+    hits = fresh.query(written[0].vector, top_k=2, where=StoreFilter(partitions=("a",)))
+    assert sorted(h.id for h in hits) == sorted([written[0].id, "a-twin"])
+    assert {h.document for h in hits} == {written[0].document, "twin"}
+    assert fresh.copies.count() == 1
 
 
 def test_pinecone_batches_within_request_limits() -> None:

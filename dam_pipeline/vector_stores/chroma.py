@@ -419,7 +419,7 @@ class ChromaVectorStore:
         total, copies = self._recent_sizes()
         if total == 0 or top_k <= 0:
             return []
-        exact = self._exact(vector, top_k, where, copies)
+        exact = self._exact(vector, top_k, where)
         if exact is not None:
             return exact
         hits = self._filtered(vector, top_k, total, where)
@@ -431,7 +431,7 @@ class ChromaVectorStore:
         ]
 
     def _exact(
-        self, vector: np.ndarray, top_k: int, where: StoreFilter | None, copies: int
+        self, vector: np.ndarray, top_k: int, where: StoreFilter | None
     ) -> list[VectorHit] | None:
         """A filter on partitions and dates that keeps few records (``EXACT_UP_TO``),
         answered by scanning them in the flat copy (copies included: a scan has no graph to
@@ -458,8 +458,8 @@ class ChromaVectorStore:
             return None
         ids = [id_ for id_, _ in nearest]
         stored = self._stored_documents(self.collection, ids)
-        if copies:
-            stored.update(self._stored_documents(self.copies, [i for i in ids if i not in stored]))
+        # the rest are copies (even ones another process added since the sizes were read)
+        stored.update(self._stored_documents(self.copies, [i for i in ids if i not in stored]))
         hits = [
             VectorHit(id=id_, score=score, document=stored[id_][1], metadata=stored[id_][0])
             for id_, score in nearest
