@@ -49,8 +49,7 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS parts (
     name TEXT PRIMARY KEY,
     file INTEGER NOT NULL,
-    rows INTEGER NOT NULL,
-    alive INTEGER NOT NULL
+    rows INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ids (
     id TEXT PRIMARY KEY,
@@ -151,11 +150,7 @@ class FlatPartitions:
                     "INSERT OR REPLACE INTO ids VALUES (?, ?, ?)",
                     [(r.id, part, rows + i) for i, r in enumerate(group)],
                 )
-                db.execute(
-                    "UPDATE parts SET rows = rows + ?, alive = alive + ? WHERE name = ?",
-                    (len(group), len(group), part),
-                )
-            self._lower_alive(replaced)
+                db.execute("UPDATE parts SET rows = rows + ? WHERE name = ?", (len(group), part))
         self._mark_dead(replaced)
         self._compact({part for part, _ in replaced.values()})
 
@@ -166,7 +161,6 @@ class FlatPartitions:
         db = self._db
         with self._transaction():
             db.executemany("DELETE FROM ids WHERE id = ?", [(id_,) for id_ in located])
-            self._lower_alive(located)
         self._mark_dead(located)
         self._compact({part for part, _ in located.values()})
 
@@ -200,7 +194,7 @@ class FlatPartitions:
         if row:
             return int(row[0]), int(row[1])
         file = self._next_file()
-        self._db.execute("INSERT INTO parts VALUES (?, ?, 0, 0)", (name, file))
+        self._db.execute("INSERT INTO parts VALUES (?, ?, 0)", (name, file))
         return file, 0
 
     def _next_file(self) -> int:
@@ -216,15 +210,6 @@ class FlatPartitions:
             with open(path, "r+b" if path.exists() else "w+b") as handle:
                 handle.seek(at * data[0].nbytes)
                 handle.write(np.ascontiguousarray(data).tobytes())
-
-    def _lower_alive(self, located: dict[str, tuple[str, int]]) -> None:
-        counts: dict[str, int] = {}
-        for part, _ in located.values():
-            counts[part] = counts.get(part, 0) + 1
-        self._db.executemany(
-            "UPDATE parts SET alive = alive - ? WHERE name = ?",
-            [(n, part) for part, n in counts.items()],
-        )
 
     def _mark_dead(self, located: dict[str, tuple[str, int]]) -> None:
         files = dict(self._db.execute("SELECT name, file FROM parts").fetchall())
@@ -246,12 +231,14 @@ class FlatPartitions:
         """Rewrite the partitions that are mostly dead rows into new files."""
         db = self._db
         for part in parts:
-            got = db.execute(
-                "SELECT file, rows, alive FROM parts WHERE name = ?", (part,)
-            ).fetchone()
-            if not got or got[1] < COMPACT_FROM or got[2] * 2 > got[1]:
+            got = db.execute("SELECT file, rows FROM parts WHERE name = ?", (part,)).fetchone()
+            if not got or got[1] < COMPACT_FROM:
                 continue
             old, rows = int(got[0]), int(got[1])
+            # the rows still alive are those an id points to
+            alive = db.execute("SELECT count(*) FROM ids WHERE part = ?", (part,)).fetchone()[0]
+            if alive * 2 > rows:
+                continue
             members = db.execute(
                 "SELECT id, row FROM ids WHERE part = ? ORDER BY row", (part,)
             ).fetchall()
@@ -267,8 +254,8 @@ class FlatPartitions:
                     [(i, id_) for i, (id_, _) in enumerate(members)],
                 )
                 db.execute(
-                    "UPDATE parts SET file = ?, rows = ?, alive = ? WHERE name = ?",
-                    (new, len(members), len(members), part),
+                    "UPDATE parts SET file = ?, rows = ? WHERE name = ?",
+                    (new, len(members), part),
                 )
             del vectors, dates
             with self._mapped_lock:
